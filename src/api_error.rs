@@ -1,0 +1,143 @@
+//! The one place where a failure becomes an HTTP status and OpenAI-shaped JSON:
+//! `{"error":{"message":..,"type":..,"param":null,"code":..}}`. Clients (the OpenAI SDKs, IDEs)
+//! parse exactly this shape; the original's `{"error":"text"}` made them show "unknown error".
+//!
+//! Messages name a backend by its configured `name`, never by URL, and never carry a key.
+
+use http::StatusCode;
+use serde_json::json;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// OpenAI's `type`: `invalid_request_error`, `api_error`, ...
+    pub kind: &'static str,
+    /// OpenAI's `code`: machine-readable, e.g. `model_not_found`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: String,
+    ) -> Self {
+        ApiError {
+            status,
+            kind,
+            code,
+            message,
+        }
+    }
+
+    pub fn invalid_request(code: &'static str, message: String) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            code,
+            message,
+        )
+    }
+
+    pub fn not_found(message: String) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "not_found",
+            message,
+        )
+    }
+
+    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            format!("method {method} is not allowed on {path}"),
+        )
+    }
+
+    pub fn body_too_large(limit: u64) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            format!("request body exceeds the limit of {limit} bytes (server.max_body_bytes)"),
+        )
+    }
+
+    pub fn header_too_large(limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_request_error",
+            "request_header_too_large",
+            format!("request head exceeds {limit} bytes or 128 header lines"),
+        )
+    }
+
+    pub fn malformed_http(why: &str) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "malformed_request",
+            format!("malformed HTTP request: {why}"),
+        )
+    }
+
+    pub fn request_timeout() -> Self {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_timeout",
+            "the request was not received in time".to_owned(),
+        )
+    }
+
+    /// The backend could not be reached (refused, DNS, TLS) or answered nonsense.
+    pub fn bad_gateway(backend: &str, what: &str) -> Self {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            "upstream_unavailable",
+            format!("backend {backend:?} failed: {what}"),
+        )
+    }
+
+    pub fn gateway_timeout(backend: &str) -> Self {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "api_error",
+            "upstream_timeout",
+            format!("backend {backend:?} did not answer in time"),
+        )
+    }
+
+    pub fn internal(message: &str) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "internal_error",
+            message.to_owned(),
+        )
+    }
+
+    /// The JSON object, for a response body or an SSE `data:` line.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": null,
+                "code": self.code,
+            }
+        })
+    }
+
+    pub fn to_body(&self) -> Vec<u8> {
+        // unwrap: serializing a Value built from strings cannot fail.
+        #[allow(clippy::unwrap_used)]
+        serde_json::to_vec(&self.to_json()).unwrap()
+    }
+}

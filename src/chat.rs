@@ -1,0 +1,404 @@
+//! `POST /v1/chat/completions`: route by model, rewrite the model, forward, and answer the client
+//! in the mode it asked for — relaying a stream event by event, converting when the backend's
+//! `stream_mode` forces the other mode, rewriting `model` so the client always sees its own id.
+
+use std::io::{self, Read};
+
+use http::{HeaderValue, Request, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::api_error::ApiError;
+use crate::config::{Backend, StreamMode};
+use crate::proxy::{Access, Proxy};
+use crate::server::{After, BodyStream, Headers, Responder};
+use crate::sse::convert::{self, Aggregator};
+use crate::sse::parser::Event;
+use crate::sse::{self, Item, Parser, rewrite};
+use crate::upstream::{self, UpstreamResponse};
+
+/// Largest backend body read whole (a non-streamed reply, or a stream being aggregated).
+const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
+const READ_BUF: usize = 16 * 1024;
+
+/// What the client asked for, read before the body is rewritten.
+struct Ask {
+    model: String,
+    stream: bool,
+    include_usage: bool,
+}
+
+pub fn handle(
+    proxy: &Proxy,
+    request: &Request<Vec<u8>>,
+    responder: Responder<'_>,
+    access: &mut Access,
+) -> io::Result<After> {
+    let (backend, ask, body) = match prepare(proxy, request.body(), access) {
+        Ok(v) => v,
+        Err(e) => return access.error(responder, &e),
+    };
+    let response =
+        match proxy
+            .upstream
+            .post_json(backend, "/chat/completions", request.headers(), body)
+        {
+            Ok(r) => r,
+            Err(e) => return access.error(responder, &e),
+        };
+    answer(response, backend, &ask, responder, access)
+}
+
+/// Parses the body, picks the backend, rewrites `model` (and `stream` when forced).
+fn prepare<'p>(
+    proxy: &'p Proxy,
+    body: &[u8],
+    access: &mut Access,
+) -> Result<(&'p Backend, Ask, Vec<u8>), ApiError> {
+    let mut value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid_request(
+            "invalid_json",
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    let obj = value.as_object_mut().ok_or_else(|| {
+        ApiError::invalid_request(
+            "invalid_json",
+            "request body must be a JSON object".to_owned(),
+        )
+    })?;
+    let model = match obj.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        _ => {
+            return Err(ApiError::invalid_request(
+                "missing_model",
+                format!(
+                    "you must provide a model parameter; available models: {}",
+                    proxy.router.model_list()
+                ),
+            ));
+        }
+    };
+    access.model = Some(model.clone());
+    let backend = proxy.router.pick(&model).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!(
+                "The model `{model}` is not configured on this proxy. Available models: {}",
+                proxy.router.model_list()
+            ),
+        )
+    })?;
+    access.backend = Some(backend.name.clone());
+
+    let ask = Ask {
+        stream: obj.get("stream") == Some(&Value::Bool(true)),
+        include_usage: obj
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            == Some(&Value::Bool(true)),
+        model,
+    };
+    obj.insert(
+        "model".into(),
+        Value::String(backend.target_model_id.clone()),
+    );
+    let upstream_stream = match backend.stream_mode {
+        StreamMode::Client => ask.stream,
+        StreamMode::ForceStream => true,
+        StreamMode::ForceNonStream => false,
+    };
+    if upstream_stream != ask.stream {
+        obj.insert("stream".into(), Value::Bool(upstream_stream));
+        if upstream_stream {
+            // Aggregating for a non-streaming client needs usage in the stream.
+            obj.insert("stream_options".into(), json!({"include_usage": true}));
+        } else {
+            // Backends reject stream_options on non-streaming requests.
+            obj.remove("stream_options");
+        }
+    }
+    let body = serde_json::to_vec(&value)
+        .map_err(|e| ApiError::internal(&format!("cannot encode the request: {e}")))?;
+    Ok((backend, ask, body))
+}
+
+/// Answers the client from the backend's response, converting as needed.
+fn answer(
+    response: UpstreamResponse,
+    backend: &Backend,
+    ask: &Ask,
+    responder: Responder<'_>,
+    access: &mut Access,
+) -> io::Result<After> {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let is_sse = content_type.starts_with("text/event-stream");
+    let is_json = content_type.contains("json");
+    let mut headers: Headers = response
+        .headers()
+        .iter()
+        .filter(|(n, _)| upstream::is_returned_header(n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    let upstream_content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    let mut body = response.into_body().into_reader();
+    access.status = status.as_u16();
+
+    if !status.is_success() || !(is_sse || is_json) {
+        // Errors and anything unexpected: the backend's own status and body, unchanged.
+        if let Some(ct) = upstream_content_type {
+            headers.push((header::CONTENT_TYPE, ct));
+        }
+        let mut sink = responder.stream(status, headers)?;
+        let result = copy_raw(&mut body, &mut sink, &backend.name);
+        access.bytes = sink.bytes;
+        return match result {
+            Ok(()) => sink.finish(),
+            Err(()) => Ok(sink.abort()),
+        };
+    }
+
+    match (is_sse, ask.stream) {
+        (true, true) => {
+            headers.extend(sse_headers());
+            let mut sink = responder.stream(status, headers)?;
+            let result = relay(&mut body, &mut sink, &ask.model, &backend.name);
+            access.bytes = sink.bytes;
+            match result? {
+                Relay::Complete => sink.finish(),
+                Relay::Failed => Ok(sink.abort()),
+            }
+        }
+        (true, false) => match aggregate(&mut body, &ask.model, &backend.name) {
+            Ok(reply) => {
+                headers.push(json_header());
+                let bytes = to_vec(&reply);
+                access.bytes = bytes.len() as u64;
+                responder.send(status, headers, &bytes)
+            }
+            Err(e) => access.error(responder, &e),
+        },
+        (false, stream) => {
+            let raw = match read_bounded(&mut body, &backend.name) {
+                Ok(raw) => raw,
+                Err(e) => return access.error(responder, &e),
+            };
+            let Ok(mut reply) = serde_json::from_slice::<Value>(&raw) else {
+                // Claimed JSON but is not: relay it as it came rather than guess.
+                headers.push(json_header());
+                access.bytes = raw.len() as u64;
+                return responder.send(status, headers, &raw);
+            };
+            if stream {
+                headers.extend(sse_headers());
+                let mut sink = responder.stream(status, headers)?;
+                let mut out = Vec::new();
+                for chunk in convert::synthesize(&reply, &ask.model, ask.include_usage) {
+                    rewrite::encode_json(&chunk, &mut out);
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                sink.write(&out)?;
+                access.bytes = sink.bytes;
+                sink.finish()
+            } else {
+                if let Some(m) = reply.as_object_mut().and_then(|o| o.get_mut("model")) {
+                    *m = Value::String(ask.model.clone());
+                }
+                headers.push(json_header());
+                let bytes = to_vec(&reply);
+                access.bytes = bytes.len() as u64;
+                responder.send(status, headers, &bytes)
+            }
+        }
+    }
+}
+
+enum Relay {
+    Complete,
+    /// The backend failed mid-stream; the client got an error event and must see no clean end.
+    Failed,
+}
+
+/// Relays a backend's SSE stream event by event: each complete event is written and flushed
+/// at once. Drops non-standard named events, rewrites `model`, adds `data: [DONE]` when the
+/// backend ends cleanly without it. Client write errors end the relay with `Err`.
+fn relay(
+    body: &mut impl Read,
+    sink: &mut BodyStream<'_>,
+    client_model: &str,
+    backend: &str,
+) -> io::Result<Relay> {
+    let mut parser = Parser::new();
+    let mut items = Vec::new();
+    let mut buf = vec![0u8; READ_BUF];
+    let mut done = false;
+    let mut out = Vec::new();
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let err = upstream::classify_read(backend, &e);
+                fail_stream(sink, &err)?;
+                return Ok(Relay::Failed);
+            }
+        };
+        if parser.feed(&buf[..n], &mut items).is_err() {
+            let err = ApiError::bad_gateway(backend, "oversized stream event");
+            fail_stream(sink, &err)?;
+            return Ok(Relay::Failed);
+        }
+        emit(&mut items, sink, client_model, &mut done, &mut out)?;
+    }
+    parser.finish(&mut items);
+    emit(&mut items, sink, client_model, &mut done, &mut out)?;
+    if !done {
+        sink.write(b"data: [DONE]\n\n")?;
+    }
+    Ok(Relay::Complete)
+}
+
+fn emit(
+    items: &mut Vec<Item>,
+    sink: &mut BodyStream<'_>,
+    client_model: &str,
+    done: &mut bool,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    for item in items.drain(..) {
+        if *done {
+            // Nothing after [DONE] is for the client; the rest is read only to keep the
+            // backend connection reusable.
+            continue;
+        }
+        out.clear();
+        match item {
+            Item::Comment(text) => rewrite::encode_comment(&text, out),
+            Item::Event(event) if !rewrite::keep(&event) => continue,
+            Item::Event(event) => {
+                if event.data.trim() == sse::DONE {
+                    *done = true;
+                    rewrite::encode(
+                        &Event {
+                            data: sse::DONE.into(),
+                            ..event
+                        },
+                        None,
+                        out,
+                    );
+                } else {
+                    let rewritten = rewrite::with_client_model(&event.data, client_model);
+                    rewrite::encode(&event, rewritten.as_deref(), out);
+                }
+            }
+        }
+        sink.write(out)?;
+    }
+    Ok(())
+}
+
+/// Tells a streaming client that the backend failed, in the form the OpenAI SDKs raise on.
+fn fail_stream(sink: &mut BodyStream<'_>, err: &ApiError) -> io::Result<()> {
+    let mut out = Vec::new();
+    rewrite::encode_json(&err.to_json(), &mut out);
+    sink.write(&out)
+}
+
+/// Folds a backend stream into one `chat.completion`.
+fn aggregate(body: &mut impl Read, client_model: &str, backend: &str) -> Result<Value, ApiError> {
+    let mut parser = Parser::new();
+    let mut items = Vec::new();
+    let mut agg = Aggregator::new();
+    let mut buf = vec![0u8; READ_BUF];
+    let mut total = 0u64;
+    let mut ended = false;
+    while !ended {
+        let n = body
+            .read(&mut buf)
+            .map_err(|e| upstream::classify_read(backend, &e))?;
+        if n == 0 {
+            parser.finish(&mut items);
+            ended = true;
+        } else {
+            total += n as u64;
+            if total > MAX_UPSTREAM_BODY {
+                return Err(ApiError::bad_gateway(backend, "response too large"));
+            }
+            parser
+                .feed(&buf[..n], &mut items)
+                .map_err(|_| ApiError::bad_gateway(backend, "oversized stream event"))?;
+        }
+        for item in items.drain(..) {
+            let Item::Event(event) = item else { continue };
+            if !rewrite::keep(&event) || event.data.trim() == sse::DONE {
+                continue;
+            }
+            let Ok(chunk) = serde_json::from_str::<Value>(&event.data) else {
+                continue;
+            };
+            if let Some(error) = chunk.get("error") {
+                let message = error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error in stream");
+                return Err(ApiError::bad_gateway(backend, message));
+            }
+            agg.push(&chunk);
+        }
+    }
+    Ok(agg.finish(client_model))
+}
+
+/// Copies a body as it comes, a flush per read.
+fn copy_raw(body: &mut impl Read, sink: &mut BodyStream<'_>, backend: &str) -> Result<(), ()> {
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        match body.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => sink.write(&buf[..n]).map_err(|_| ())?,
+            Err(e) => {
+                upstream::classify_read(backend, &e);
+                return Err(());
+            }
+        }
+    }
+}
+
+fn read_bounded(body: &mut impl Read, backend: &str) -> Result<Vec<u8>, ApiError> {
+    let mut raw = Vec::new();
+    body.take(MAX_UPSTREAM_BODY + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| upstream::classify_read(backend, &e))?;
+    if raw.len() as u64 > MAX_UPSTREAM_BODY {
+        return Err(ApiError::bad_gateway(backend, "response too large"));
+    }
+    Ok(raw)
+}
+
+fn sse_headers() -> [(http::HeaderName, HeaderValue); 2] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ]
+}
+
+fn json_header() -> (http::HeaderName, HeaderValue) {
+    (
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )
+}
+
+fn to_vec(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}

@@ -1,0 +1,540 @@
+//! The configuration file: its YAML format, and the validated [`Config`] built from it.
+//!
+//! The format is a superset of the Python Trae-Proxy's `config.yaml`, so an existing file works
+//! unchanged. Parsing happens in two steps: serde reads the raw shape (every field optional where
+//! the original allowed it), then [`Config::from_yaml`] checks each entry and collects *all* problems,
+//! each naming the entry and field, instead of stopping at the first. A `Config` that exists is valid.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// Where to listen when the file names no `server.bind`: every IPv4 interface, like the original.
+const DEFAULT_BIND: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+const DEFAULT_PORT: u16 = 443;
+const DEFAULT_DOMAIN: &str = "api.openai.com";
+const DEFAULT_MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The host name the proxy impersonates; the leaf certificate is issued for it.
+    pub domain: String,
+    /// Every entry of `apis`, active or not, in file order.
+    pub backends: Vec<Backend>,
+    pub server: Server,
+    /// Folder of `ca.crt`, `ca.key`, `<domain>.crt`, `<domain>.key`; relative paths in the file
+    /// are resolved against the config file's folder.
+    pub cert_dir: PathBuf,
+}
+
+/// One `apis` entry.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Used in logs and in errors shown to clients: never the URL, never a key.
+    pub name: String,
+    /// The endpoint as written, without trailing slashes.
+    pub endpoint: String,
+    pub custom_model_id: String,
+    pub target_model_id: String,
+    pub stream_mode: StreamMode,
+    pub active: bool,
+}
+
+/// What the proxy asks upstream for, whatever the client asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamMode {
+    /// `stream_mode: null`: keep the client's choice.
+    Client,
+    /// `stream_mode: true`: always stream from upstream.
+    ForceStream,
+    /// `stream_mode: false`: never stream from upstream.
+    ForceNonStream,
+}
+
+/// The `server` section.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub bind: IpAddr,
+    pub port: u16,
+    /// `server.debug`: log at debug level (requests in detail, never headers or keys).
+    pub debug: bool,
+    /// Requests served at once. Defaults to 4x the CPU count, at least 4: a worker mostly waits
+    /// on the backend, so more workers than cores are cheap.
+    pub workers: usize,
+    /// Largest request body accepted. Defaults to 32 MiB.
+    pub max_body_bytes: u64,
+    /// Open client connections at once (idle ones included). Defaults to 1024.
+    pub max_connections: usize,
+    pub timeouts: Timeouts,
+}
+
+/// Every timeout, in the file as whole seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TLS handshake plus the complete request head, from accept. Defaults to 10 s: enough for a
+    /// slow network, short enough that a client sending a byte a second cannot hold a slot.
+    pub request_head: Duration,
+    /// A keep-alive connection with no request in flight. Defaults to 75 s.
+    pub idle: Duration,
+    /// Each read of a request body and each write to the client. Defaults to 60 s.
+    pub client_io: Duration,
+    /// TCP + TLS connect to a backend. Defaults to 10 s.
+    pub connect: Duration,
+    /// From the request sent to the backend's response head. Defaults to 300 s: reasoning models
+    /// can think for minutes before their first byte when not streaming.
+    pub first_byte: Duration,
+    /// Longest silence while reading a backend's body. Defaults to 300 s, for the same reason.
+    pub read: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            request_head: Duration::from_secs(10),
+            idle: Duration::from_secs(75),
+            client_io: Duration::from_secs(60),
+            connect: Duration::from_secs(10),
+            first_byte: Duration::from_secs(300),
+            read: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`; relative paths inside it are resolved against
+    /// its folder.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Config::from_yaml(&text, base).map_err(|problems| Error::ConfigInvalid {
+            path: path.to_owned(),
+            problems,
+        })
+    }
+
+    /// Parses and validates YAML text. `base_dir` anchors relative paths. On failure returns
+    /// every problem found, each naming where it is.
+    pub fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, Vec<String>> {
+        let raw: RawConfig = serde_norway::from_str(text).map_err(|e| vec![e.to_string()])?;
+        let mut problems = Vec::new();
+
+        let domain = raw.domain.unwrap_or_else(|| DEFAULT_DOMAIN.to_owned());
+        if let Err(why) = check_domain(&domain) {
+            problems.push(format!("domain: {why}"));
+        }
+
+        let mut backends = Vec::with_capacity(raw.apis.len());
+        for (i, api) in raw.apis.into_iter().enumerate() {
+            match Backend::from_raw(api) {
+                Ok(b) => backends.push(b),
+                Err(errs) => problems.extend(errs.into_iter().map(|e| format!("apis[{i}]: {e}"))),
+            }
+        }
+        for (i, b) in backends.iter().enumerate() {
+            if backends[..i].iter().any(|other| other.name == b.name) {
+                problems.push(format!("apis[{i}]: name {:?} is used twice", b.name));
+            }
+        }
+
+        let server = Server::from_raw(&raw.server, &mut problems);
+        let cert_dir = base_dir.join(raw.server.cert_dir.as_deref().unwrap_or("ca"));
+
+        if problems.is_empty() {
+            Ok(Config {
+                domain,
+                backends,
+                server,
+                cert_dir,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The active entries, in file order.
+    pub fn active_backends(&self) -> impl Iterator<Item = &Backend> {
+        self.backends.iter().filter(|b| b.active)
+    }
+}
+
+impl Backend {
+    fn from_raw(raw: RawApi) -> Result<Backend, Vec<String>> {
+        let mut errs = Vec::new();
+        let name = raw.name.trim().to_owned();
+        if name.is_empty() {
+            errs.push("name: must not be empty".to_owned());
+        }
+        let endpoint = raw.endpoint.trim().trim_end_matches('/').to_owned();
+        if let Err(why) = check_endpoint(&endpoint) {
+            errs.push(format!("endpoint: {why}"));
+        }
+        for (field, value) in [
+            ("custom_model_id", &raw.custom_model_id),
+            ("target_model_id", &raw.target_model_id),
+        ] {
+            if value.trim().is_empty() {
+                errs.push(format!("{field}: must not be empty"));
+            }
+        }
+        let stream_mode = match raw.stream_mode.as_ref().map(LenientBool::parse) {
+            None => StreamMode::Client,
+            Some(Ok(None)) => StreamMode::Client,
+            Some(Ok(Some(true))) => StreamMode::ForceStream,
+            Some(Ok(Some(false))) => StreamMode::ForceNonStream,
+            Some(Err(why)) => {
+                errs.push(format!("stream_mode: {why}"));
+                StreamMode::Client
+            }
+        };
+        let active = match raw.active.as_ref().map(LenientBool::parse) {
+            None | Some(Ok(None)) => true,
+            Some(Ok(Some(v))) => v,
+            Some(Err(why)) => {
+                errs.push(format!("active: {why}"));
+                true
+            }
+        };
+        if !errs.is_empty() {
+            return Err(errs
+                .into_iter()
+                .map(|e| format!("(name {name:?}) {e}"))
+                .collect());
+        }
+        Ok(Backend {
+            name,
+            endpoint,
+            custom_model_id: raw.custom_model_id.trim().to_owned(),
+            target_model_id: raw.target_model_id.trim().to_owned(),
+            stream_mode,
+            active,
+        })
+    }
+
+    /// The backend URL for an OpenAI API path such as `/chat/completions`: `endpoint` + `/v1` +
+    /// path, without doubling a `/v1` the endpoint already ends in.
+    pub fn url_for(&self, api_path: &str) -> String {
+        if self.endpoint.ends_with("/v1") {
+            format!("{}{api_path}", self.endpoint)
+        } else {
+            format!("{}/v1{api_path}", self.endpoint)
+        }
+    }
+}
+
+impl Server {
+    fn from_raw(raw: &RawServer, problems: &mut Vec<String>) -> Server {
+        let bind = match raw.bind.as_deref() {
+            None => DEFAULT_BIND,
+            Some(text) => text.trim().parse().unwrap_or_else(|_| {
+                problems.push(format!(
+                    "server.bind: expected an IP address such as 0.0.0.0, 127.0.0.1 or ::, got {text:?}"
+                ));
+                DEFAULT_BIND
+            }),
+        };
+        let debug = match raw.debug.as_ref().map(LenientBool::parse) {
+            None | Some(Ok(None)) => false,
+            Some(Ok(Some(v))) => v,
+            Some(Err(why)) => {
+                problems.push(format!("server.debug: {why}"));
+                false
+            }
+        };
+        let workers = raw.workers.unwrap_or_else(default_workers);
+        if workers == 0 || workers > 1024 {
+            problems.push(format!("server.workers: expected 1 to 1024, got {workers}"));
+        }
+        let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            problems.push("server.max_connections: must be at least 1".to_owned());
+        }
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes == 0 {
+            problems.push("server.max_body_bytes: must be at least 1".to_owned());
+        }
+
+        let defaults = Timeouts::default();
+        let mut secs = |field: &str, value: Option<u64>, default: Duration| match value {
+            None => default,
+            Some(0) => {
+                problems.push(format!("server.{field}: must be at least 1 second"));
+                default
+            }
+            Some(s) => Duration::from_secs(s),
+        };
+        let timeouts = Timeouts {
+            request_head: secs(
+                "request_head_timeout",
+                raw.request_head_timeout,
+                defaults.request_head,
+            ),
+            idle: secs("idle_timeout", raw.idle_timeout, defaults.idle),
+            client_io: secs(
+                "client_io_timeout",
+                raw.client_io_timeout,
+                defaults.client_io,
+            ),
+            connect: secs("connect_timeout", raw.connect_timeout, defaults.connect),
+            first_byte: secs(
+                "first_byte_timeout",
+                raw.first_byte_timeout,
+                defaults.first_byte,
+            ),
+            read: secs("read_timeout", raw.read_timeout, defaults.read),
+        };
+
+        Server {
+            bind,
+            port: raw.port.unwrap_or(DEFAULT_PORT),
+            debug,
+            workers,
+            max_body_bytes,
+            max_connections,
+            timeouts,
+        }
+    }
+}
+
+fn default_workers() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus * 4).max(4)
+}
+
+fn check_domain(domain: &str) -> Result<(), String> {
+    let ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected a host name such as api.openai.com, got {domain:?}"
+        ))
+    }
+}
+
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let uri: http::Uri = endpoint.parse().map_err(|_| {
+        format!("expected a URL such as https://api.deepseek.com, got {endpoint:?}")
+    })?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => {
+            return Err(format!(
+                "expected an http:// or https:// URL, got {endpoint:?}"
+            ));
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("URL has no host: {endpoint:?}"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("URL must not have a query string: {endpoint:?}"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file's raw shape.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    domain: Option<String>,
+    #[serde(default)]
+    apis: Vec<RawApi>,
+    #[serde(default)]
+    server: RawServer,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    name: String,
+    endpoint: String,
+    custom_model_id: String,
+    target_model_id: String,
+    #[serde(default)]
+    stream_mode: Option<LenientBool>,
+    #[serde(default)]
+    active: Option<LenientBool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    port: Option<u16>,
+    debug: Option<LenientBool>,
+    bind: Option<String>,
+    workers: Option<usize>,
+    max_body_bytes: Option<u64>,
+    max_connections: Option<usize>,
+    cert_dir: Option<String>,
+    request_head_timeout: Option<u64>,
+    idle_timeout: Option<u64>,
+    client_io_timeout: Option<u64>,
+    connect_timeout: Option<u64>,
+    first_byte_timeout: Option<u64>,
+    read_timeout: Option<u64>,
+}
+
+/// A YAML boolean, or the quoted `"true"`/`"false"` strings the original CLI wrote. The original
+/// compared strings, so a real YAML `true` silently meant "null" there; here both mean true.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum LenientBool {
+    Bool(bool),
+    Text(String),
+}
+
+impl LenientBool {
+    /// `Ok(None)` stands for "unset" (`"null"`, `"none"`, `""`).
+    fn parse(&self) -> Result<Option<bool>, String> {
+        match self {
+            LenientBool::Bool(b) => Ok(Some(*b)),
+            LenientBool::Text(t) => match t.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" => Ok(Some(true)),
+                "false" | "no" | "off" => Ok(Some(false)),
+                "" | "null" | "none" | "~" => Ok(None),
+                _ => Err(format!("expected true, false or null, got {t:?}")),
+            },
+        }
+    }
+}
+
+impl fmt::Display for StreamMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StreamMode::Client => "null",
+            StreamMode::ForceStream => "true",
+            StreamMode::ForceNonStream => "false",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORIGINAL: &str = r#"
+domain: api.openai.com
+apis:
+  - name: "deepseek-r1"
+    endpoint: "https://api.deepseek.com"
+    custom_model_id: "deepseek-reasoner"
+    target_model_id: "deepseek-reasoner"
+    stream_mode: null
+    active: true
+  - name: "qwen"
+    endpoint: "https://dashscope.aliyuncs.com/compatible-mode/"
+    custom_model_id: "qwen3-coder-plus"
+    target_model_id: "qwen3-coder-plus"
+    stream_mode: "false"
+    active: false
+server:
+  port: 443
+  debug: true
+"#;
+
+    fn parse(text: &str) -> Result<Config, Vec<String>> {
+        Config::from_yaml(text, Path::new("/etc/trae-proxy"))
+    }
+
+    #[test]
+    fn original_file_loads_with_quoted_stream_mode() {
+        let c = parse(ORIGINAL).unwrap();
+        assert_eq!(c.domain, "api.openai.com");
+        assert_eq!(c.backends.len(), 2);
+        assert_eq!(c.backends[0].stream_mode, StreamMode::Client);
+        assert_eq!(c.backends[1].stream_mode, StreamMode::ForceNonStream);
+        assert!(!c.backends[1].active);
+        assert_eq!(c.server.port, 443);
+        assert!(c.server.debug);
+        assert_eq!(c.cert_dir, Path::new("/etc/trae-proxy/ca"));
+        assert_eq!(c.active_backends().count(), 1);
+    }
+
+    #[test]
+    fn yaml_booleans_mean_what_they_say() {
+        let text = ORIGINAL.replace("stream_mode: \"false\"", "stream_mode: true");
+        assert_eq!(
+            parse(&text).unwrap().backends[1].stream_mode,
+            StreamMode::ForceStream
+        );
+        let text = ORIGINAL.replace("stream_mode: \"false\"", "stream_mode: \"True\"");
+        assert_eq!(
+            parse(&text).unwrap().backends[1].stream_mode,
+            StreamMode::ForceStream
+        );
+    }
+
+    #[test]
+    fn upstream_url_appends_v1_once() {
+        let c = parse(ORIGINAL).unwrap();
+        assert_eq!(
+            c.backends[0].url_for("/chat/completions"),
+            "https://api.deepseek.com/v1/chat/completions"
+        );
+        assert_eq!(
+            c.backends[1].url_for("/chat/completions"),
+            "https://dashscope.aliyuncs.com/compatible-mode/v1/chat/completions"
+        );
+        let text = ORIGINAL.replace("https://api.deepseek.com", "http://127.0.0.1:8000/v1/");
+        assert_eq!(
+            parse(&text).unwrap().backends[0].url_for("/chat/completions"),
+            "http://127.0.0.1:8000/v1/chat/completions"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_place() {
+        let text = ORIGINAL
+            .replace("https://api.deepseek.com", "ftp://x")
+            .replace(
+                "custom_model_id: \"qwen3-coder-plus\"",
+                "custom_model_id: \"\"",
+            )
+            .replace("port: 443", "port: 443\n  bind: nowhere");
+        let problems = parse(&text).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("apis[0]: (name \"deepseek-r1\") endpoint:"));
+        assert!(problems[1].starts_with("apis[1]: (name \"qwen\") custom_model_id:"));
+        assert!(problems[2].starts_with("server.bind:"));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_types_name_the_place() {
+        let err = parse("domain: x.y\nserver:\n  prot: 1\n").unwrap_err();
+        assert!(err[0].contains("prot"), "{err:?}");
+        let err = parse("server:\n  port: 70000\n").unwrap_err();
+        assert!(err[0].contains("port"), "{err:?}");
+        let err = parse(&ORIGINAL.replace("stream_mode: null", "stream_mode: maybe")).unwrap_err();
+        assert!(
+            err[0].contains("stream_mode: expected true, false or null"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let text = ORIGINAL.replace("name: \"qwen\"", "name: \"deepseek-r1\"");
+        let err = parse(&text).unwrap_err();
+        assert!(err[0].contains("used twice"), "{err:?}");
+    }
+}

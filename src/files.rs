@@ -1,0 +1,74 @@
+//! Writing files so that a crash or a full disk never leaves half a file behind, and secrets are
+//! never readable by others, not even for an instant.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Private keys: owner read/write only.
+pub const MODE_SECRET: u32 = 0o600;
+/// Certificates and config files.
+pub const MODE_PUBLIC: u32 = 0o644;
+
+/// Replaces `path` with `bytes` atomically: a temporary file in the same folder (so the rename
+/// cannot cross file systems) is created with `mode`, written, fsynced, then renamed over `path`.
+/// On failure `path` is untouched and the temporary file is removed.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = temp_sibling(path);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The mode given to open() is filtered by the umask; set it exactly.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Persist the rename itself; a failure here is not worth failing the write for.
+            let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_with_exact_mode_and_replaces() {
+        let dir = std::env::temp_dir().join(format!("trae-files-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.key");
+        write_atomic(&path, b"one", MODE_SECRET).unwrap();
+        write_atomic(&path, b"two", MODE_SECRET).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temp file left");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn failed_write_leaves_nothing() {
+        let path = Path::new("/nonexistent-dir-trae/x.key");
+        assert!(write_atomic(path, b"x", MODE_SECRET).is_err());
+        assert!(!path.exists());
+    }
+}

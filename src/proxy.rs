@@ -1,0 +1,221 @@
+//! The application behind the HTTPS server: the routes of the OpenAI API we serve, the model
+//! list, and one access-log line per request.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use log::info;
+use serde_json::{Value, json};
+
+use crate::api_error::ApiError;
+use crate::chat;
+use crate::config::Config;
+use crate::route::Router;
+use crate::server::{After, Handler, Responder};
+use crate::upstream::Upstream;
+
+pub struct Proxy {
+    pub router: Router,
+    pub upstream: Upstream,
+    /// `created` of every model in the list: when this proxy started.
+    created: u64,
+}
+
+impl Proxy {
+    pub fn new(config: &Config) -> Self {
+        Proxy {
+            router: Router::new(config),
+            upstream: Upstream::new(&config.server.timeouts, config.server.workers),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+
+    fn dispatch(
+        &self,
+        request: &Request<Vec<u8>>,
+        responder: Responder<'_>,
+        access: &mut Access,
+    ) -> io::Result<After> {
+        let method = request.method();
+        let path = request.uri().path();
+        match path {
+            "/v1/chat/completions" if method == Method::POST => {
+                chat::handle(self, request, responder, access)
+            }
+            "/v1/chat/completions" => access.not_allowed(responder, method, path, "POST"),
+            "/v1/models" if method == Method::GET => {
+                let data: Vec<Value> = self
+                    .router
+                    .models()
+                    .iter()
+                    .map(|b| self.model_object(&b.custom_model_id, &b.name))
+                    .collect();
+                access.json(
+                    responder,
+                    StatusCode::OK,
+                    &json!({"object": "list", "data": data}),
+                )
+            }
+            _ if path.starts_with("/v1/models/") && method == Method::GET => {
+                let id = percent_decode(&path["/v1/models/".len()..]);
+                match self.router.pick(&id) {
+                    Some(b) => access.json(
+                        responder,
+                        StatusCode::OK,
+                        &self.model_object(&b.custom_model_id, &b.name),
+                    ),
+                    None => access.error(
+                        responder,
+                        &ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            "invalid_request_error",
+                            "model_not_found",
+                            format!(
+                                "The model `{id}` is not configured on this proxy. Available models: {}",
+                                self.router.model_list()
+                            ),
+                        ),
+                    ),
+                }
+            }
+            _ if path == "/v1/models" || path.starts_with("/v1/models/") => {
+                access.not_allowed(responder, method, path, "GET")
+            }
+            _ => access.error(
+                responder,
+                &ApiError::not_found(format!("Invalid URL ({method} {path})")),
+            ),
+        }
+    }
+
+    fn model_object(&self, id: &str, owner: &str) -> Value {
+        json!({"id": id, "object": "model", "created": self.created, "owned_by": owner})
+    }
+}
+
+impl Handler for Proxy {
+    fn handle(
+        &self,
+        request: Request<Vec<u8>>,
+        peer: SocketAddr,
+        responder: Responder<'_>,
+    ) -> io::Result<After> {
+        let started = Instant::now();
+        let mut access = Access::default();
+        let result = self.dispatch(&request, responder, &mut access);
+        access.log(&request, peer, started, result.is_ok());
+        result
+    }
+}
+
+/// The facts of one request for its access-log line.
+#[derive(Default)]
+pub struct Access {
+    pub model: Option<String>,
+    pub backend: Option<String>,
+    pub status: u16,
+    pub bytes: u64,
+}
+
+impl Access {
+    pub fn error(&mut self, responder: Responder<'_>, err: &ApiError) -> io::Result<After> {
+        let body = err.to_body();
+        self.status = err.status.as_u16();
+        self.bytes = body.len() as u64;
+        responder.send(err.status, vec![json_content_type()], &body)
+    }
+
+    fn not_allowed(
+        &mut self,
+        responder: Responder<'_>,
+        method: &Method,
+        path: &str,
+        allow: &'static str,
+    ) -> io::Result<After> {
+        let err = ApiError::method_not_allowed(method.as_str(), path);
+        let body = err.to_body();
+        self.status = err.status.as_u16();
+        self.bytes = body.len() as u64;
+        let headers = vec![
+            json_content_type(),
+            (header::ALLOW, HeaderValue::from_static(allow)),
+        ];
+        responder.send(err.status, headers, &body)
+    }
+
+    fn json(
+        &mut self,
+        responder: Responder<'_>,
+        status: StatusCode,
+        value: &Value,
+    ) -> io::Result<After> {
+        let body = serde_json::to_vec(value).unwrap_or_default();
+        self.status = status.as_u16();
+        self.bytes = body.len() as u64;
+        responder.send(status, vec![json_content_type()], &body)
+    }
+
+    /// One key=value line per request; never a header, a key or a body.
+    fn log(&self, request: &Request<Vec<u8>>, peer: SocketAddr, started: Instant, completed: bool) {
+        info!(
+            "{} {} status={} model={} backend={} ms={} bytes={} peer={}{}",
+            request.method(),
+            request.uri().path(),
+            self.status,
+            self.model.as_deref().unwrap_or("-"),
+            self.backend.as_deref().unwrap_or("-"),
+            started.elapsed().as_millis(),
+            self.bytes,
+            peer,
+            if completed { "" } else { " aborted=client" },
+        );
+    }
+}
+
+fn json_content_type() -> (http::HeaderName, HeaderValue) {
+    (
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )
+}
+
+/// `%XX` sequences decoded (model ids such as `qwen/qwen3` arrive as `qwen%2Fqwen3`); anything
+/// malformed stays as written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("qwen%2Fqwen3"), "qwen/qwen3");
+        assert_eq!(percent_decode("a%zzb%"), "a%zzb%");
+        assert_eq!(percent_decode("plain"), "plain");
+    }
+}

@@ -1,0 +1,67 @@
+//! `trae-proxy serve`: load the config, make sure certificates exist, bind, and serve.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use log::{info, warn};
+
+use crate::certs::{self, CertPaths};
+use crate::cli::ServeArgs;
+use crate::config::Config;
+use crate::error::Error;
+use crate::logging;
+use crate::proxy::Proxy;
+use crate::server::{self, Settings};
+use crate::tls::{self, CertResolver};
+
+pub fn run(args: &ServeArgs) -> Result<(), Error> {
+    let mut config = Config::load(&args.config)?;
+    if let Some(port) = args.port {
+        config.server.port = port;
+    }
+    if let Some(bind) = args.bind {
+        config.server.bind = bind;
+    }
+    logging::init(config.server.debug);
+
+    let paths = CertPaths::new(&config.cert_dir, &config.domain);
+    let created = certs::ensure(&paths, &config.domain)?;
+    if created.ca {
+        warn!(
+            "created a new CA in {}: clients must trust {} (see the README, \"Trust the CA\")",
+            config.cert_dir.display(),
+            paths.ca_cert.display()
+        );
+    }
+    if created.leaf {
+        info!(
+            "issued a certificate for {} in {}",
+            config.domain,
+            paths.leaf_cert.display()
+        );
+    }
+    let resolver = Arc::new(CertResolver::new(tls::load_certified_key(&paths)?));
+    let tls_config = tls::server_config(resolver)?;
+
+    if config.active_backends().next().is_none() {
+        warn!("no active entry in apis: every chat request will be answered 404");
+    }
+    let addr = SocketAddr::new(config.server.bind, config.server.port);
+    let listener = server::bind(addr)?;
+    let bound = listener.local_addr()?;
+    info!(
+        "listening on {bound} as {} with {} workers; models: {}",
+        config.domain,
+        config.server.workers,
+        crate::route::Router::new(&config).model_list()
+    );
+
+    let settings = Settings {
+        workers: config.server.workers,
+        max_connections: config.server.max_connections,
+        max_body_bytes: config.server.max_body_bytes,
+        timeouts: config.server.timeouts,
+    };
+    let proxy = Arc::new(Proxy::new(&config));
+    server::run(listener, tls_config, proxy, settings)
+}

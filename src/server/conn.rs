@@ -1,0 +1,111 @@
+//! A client connection as it moves between the parking loop and the workers: the socket, its
+//! TLS state, and decrypted bytes received but not yet consumed.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use rustls::ServerConnection;
+
+pub struct Conn {
+    pub sock: TcpStream,
+    pub tls: ServerConnection,
+    /// Plaintext received and not yet consumed: a partial request head, or a whole pipelined one.
+    pub buf: Vec<u8>,
+    pub peer: SocketAddr,
+    /// When the connection was accepted, for the handshake + first head deadline.
+    pub since: Instant,
+    _slot: Slot,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, tls: ServerConnection, peer: SocketAddr, slot: Slot) -> Self {
+        Conn {
+            sock,
+            tls,
+            buf: Vec::new(),
+            peer,
+            since: Instant::now(),
+            _slot: slot,
+        }
+    }
+
+    /// Whether `buf` holds a complete request head: an empty line after some content. Leading
+    /// empty lines are dropped first (RFC 9112 §2.2 lets a server ignore them), so a client
+    /// cannot hand a worker a "complete" head made only of blank lines.
+    pub fn has_complete_head(&mut self) -> bool {
+        let blank = self
+            .buf
+            .iter()
+            .take_while(|b| **b == b'\r' || **b == b'\n')
+            .count();
+        if blank > 0 {
+            self.buf.drain(..blank);
+        }
+        find_head_end(&self.buf).is_some()
+    }
+}
+
+/// Index just past the empty line that ends a request head (CRLF or bare LF line endings).
+pub fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(pos) = buf.get(i..)?.iter().position(|b| *b == b'\n') {
+        let nl = i + pos;
+        match buf.get(nl + 1..nl + 3) {
+            Some([b'\n', ..]) => return Some(nl + 2),
+            Some([b'\r', b'\n']) => return Some(nl + 3),
+            _ => {}
+        }
+        i = nl + 1;
+    }
+    None
+}
+
+/// One of the `server.max_connections` places; given back when the connection is dropped,
+/// wherever that happens.
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    /// Takes a place if one is free.
+    pub fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot(Arc::clone(open)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_end_with_crlf_and_bare_lf() {
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY"),
+            Some(27)
+        );
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: a\n\nBODY"), Some(24));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), None);
+        assert_eq!(find_head_end(b""), None);
+    }
+
+    #[test]
+    fn slots_are_bounded_and_returned() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let a = Slot::take(&open, 2).unwrap();
+        let _b = Slot::take(&open, 2).unwrap();
+        assert!(Slot::take(&open, 2).is_none());
+        drop(a);
+        assert!(Slot::take(&open, 2).is_some());
+    }
+}

@@ -1,0 +1,283 @@
+//! One request/response exchange on an established connection, driven through ureq-proto's
+//! server states: `RecvRequest` -> (`Send100`) -> (`RecvBody`) -> `ProvideResponse`, which is
+//! handed to the application as a [`Responder`].
+//!
+//! ureq-proto 0.7.1 leaves gaps that are closed here, before it sees the request:
+//! - the request head size is capped by the caller (the parking loop) and >128 header lines -> 431;
+//! - `Content-Length` with `Transfer-Encoding`, two different lengths, or a coding other than
+//!   `chunked` -> 400 (the request-smuggling patterns of RFC 9112 §6.3, which it accepts);
+//! - a body over the limit -> 413 and close, without reading it (it has no path for that);
+//! - POST without any length is read by it as chunked and hangs; RFC 9112 §6.3 says the body is
+//!   empty, so we feed its dechunker the empty chunked body.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use http::{HeaderMap, Method, Request, Version, header};
+use ureq_proto::server::{RecvRequestResult, Reply};
+
+use super::respond::{After, Responder, raw_error};
+use crate::api_error::ApiError;
+
+/// Read size for request bodies.
+const READ_BUF: usize = 16 * 1024;
+
+/// The application: answers one request through its responder.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        request: Request<Vec<u8>>,
+        peer: SocketAddr,
+        responder: Responder<'_>,
+    ) -> io::Result<After>;
+}
+
+/// Serves the request whose complete head starts `buf`, consuming its bytes from `buf` (what is
+/// left belongs to the next request). `io` is the blocking TLS stream.
+pub fn serve<S: Read + Write>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    peer: SocketAddr,
+    max_body: u64,
+    handler: &dyn Handler,
+) -> io::Result<After> {
+    let mut reply = Reply::new().map_err(io::Error::other)?;
+    let (used, head) = match reply.try_request(buf) {
+        Ok((used, Some(head))) => (used, head),
+        Ok((_, None)) => return reject(io, &ApiError::malformed_http("incomplete request head")),
+        Err(ureq_proto::Error::HttpParseTooManyHeaders) => {
+            return reject(io, &ApiError::header_too_large(super::MAX_HEAD_BYTES));
+        }
+        Err(e) => return reject(io, &ApiError::malformed_http(&e.to_string())),
+    };
+    buf.drain(..used);
+
+    let framing = match Framing::of(head.headers()) {
+        Ok(f) => f,
+        Err(why) => return reject(io, &ApiError::malformed_http(why)),
+    };
+    if let Framing::Length(len) = framing {
+        if len > max_body {
+            return reject(io, &ApiError::body_too_large(max_body));
+        }
+    }
+    let http10 = head.version() == Version::HTTP_10;
+    let head_only = head.method() == Method::HEAD;
+    let mut close = wants_close(head.headers(), http10);
+
+    let mut body = Vec::new();
+    let provide = match reply.proceed() {
+        None => return reject(io, &ApiError::malformed_http("incomplete request head")),
+        Some(RecvRequestResult::ProvideResponse(p)) => {
+            if framing != Framing::None {
+                // A body on a method that takes none: we do not read it, so the connection
+                // cannot be reused.
+                close = true;
+            }
+            p
+        }
+        Some(RecvRequestResult::Send100(s)) => {
+            let mut out = [0u8; 64];
+            let (n, recv) = s.accept(&mut out).map_err(io::Error::other)?;
+            io.write_all(&out[..n])?;
+            io.flush()?;
+            match read_body(io, buf, recv, framing, max_body, &mut body)? {
+                Ok(p) => p,
+                Err(err) => return reject(io, &err),
+            }
+        }
+        Some(RecvRequestResult::RecvBody(recv)) => {
+            match read_body(io, buf, recv, framing, max_body, &mut body)? {
+                Ok(p) => p,
+                Err(err) => return reject(io, &err),
+            }
+        }
+    };
+
+    let (parts, ()) = head.into_parts();
+    let request = Request::from_parts(parts, body);
+    let responder = Responder::new(io, provide, http10, close, head_only);
+    handler.handle(request, peer, responder)
+}
+
+/// How the request declares its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+impl Framing {
+    fn of(headers: &HeaderMap) -> Result<Framing, &'static str> {
+        let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
+        let chunked = match (te.next(), te.next()) {
+            (None, _) => false,
+            (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") => true,
+            _ => {
+                return Err("unsupported transfer-encoding (only a single \"chunked\" is accepted)");
+            }
+        };
+        let mut length = None;
+        for v in headers.get_all(header::CONTENT_LENGTH) {
+            let text = std::str::from_utf8(v.as_bytes()).map_err(|_| "invalid content-length")?;
+            for part in text.split(',') {
+                let part = part.trim();
+                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err("invalid content-length");
+                }
+                let n: u64 = part.parse().map_err(|_| "content-length out of range")?;
+                if length.is_some_and(|prev| prev != n) {
+                    return Err("conflicting content-length values");
+                }
+                length = Some(n);
+            }
+        }
+        match (chunked, length) {
+            (true, Some(_)) => Err("both content-length and transfer-encoding"),
+            (true, None) => Ok(Framing::Chunked),
+            (false, Some(n)) => Ok(Framing::Length(n)),
+            (false, None) => Ok(Framing::None),
+        }
+    }
+}
+
+fn wants_close(headers: &HeaderMap, http10: bool) -> bool {
+    let has = |token: &str| {
+        headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    };
+    // HTTP/1.0 connections are closed after one response regardless; see respond.rs.
+    http10 || has("close")
+}
+
+type BodyResult = Result<Reply<ureq_proto::server::state::ProvideResponse>, ApiError>;
+
+/// Reads the body into `body`, from what is buffered first, then from the stream.
+fn read_body<S: Read>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    mut recv: Reply<ureq_proto::server::state::RecvBody>,
+    framing: Framing,
+    max_body: u64,
+    body: &mut Vec<u8>,
+) -> io::Result<BodyResult> {
+    if framing == Framing::None {
+        // See the module doc: ureq-proto would wait for chunks that never come.
+        let _ = recv
+            .read(b"0\r\n\r\n", &mut [0u8; 8])
+            .map_err(io::Error::other)?;
+    }
+    if let Framing::Length(n) = framing {
+        // n <= max_body, checked by the caller.
+        body.reserve(usize::try_from(n).unwrap_or(0));
+    }
+    let mut out = vec![0u8; READ_BUF];
+    let mut chunk = vec![0u8; READ_BUF];
+    while !recv.is_ended() {
+        let (used, produced) = match recv.read(buf, &mut out) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(ApiError::malformed_http(&e.to_string()))),
+        };
+        buf.drain(..used);
+        body.extend_from_slice(&out[..produced]);
+        if body.len() as u64 > max_body {
+            return Ok(Err(ApiError::body_too_large(max_body)));
+        }
+        if used == 0 && produced == 0 {
+            let n = io.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "client closed during the request body",
+                ));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+    match recv.proceed() {
+        Ok(p) => Ok(Ok(p)),
+        Err(e) => Ok(Err(ApiError::malformed_http(&e.to_string()))),
+    }
+}
+
+/// Answers with an error and closes: after a bad head or an unread body the byte stream can no
+/// longer be trusted to start a new request.
+fn reject<S: Write>(io: &mut S, err: &ApiError) -> io::Result<After> {
+    io.write_all(&raw_error(err))?;
+    io.flush()?;
+    Ok(After::Close)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn framing_rejects_smuggling_patterns() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[("content-length", "5"), ("transfer-encoding", "chunked")],
+            &[("content-length", "5"), ("content-length", "6")],
+            &[("content-length", "5, 6")],
+            &[("content-length", "-1")],
+            &[("content-length", "+5")],
+            &[("content-length", "99999999999999999999999")],
+            &[("transfer-encoding", "chunked, gzip")],
+            &[("transfer-encoding", "gzip")],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+        ];
+        for case in cases {
+            assert!(Framing::of(&headers(case)).is_err(), "{case:?} accepted");
+        }
+    }
+
+    #[test]
+    fn framing_accepts_the_valid_forms() {
+        assert_eq!(Framing::of(&headers(&[])), Ok(Framing::None));
+        assert_eq!(
+            Framing::of(&headers(&[("content-length", "12")])),
+            Ok(Framing::Length(12))
+        );
+        assert_eq!(
+            Framing::of(&headers(&[
+                ("content-length", "7"),
+                ("content-length", "7")
+            ])),
+            Ok(Framing::Length(7))
+        );
+        assert_eq!(
+            Framing::of(&headers(&[("transfer-encoding", "Chunked")])),
+            Ok(Framing::Chunked)
+        );
+    }
+
+    #[test]
+    fn connection_tokens_are_matched_case_insensitively() {
+        assert!(wants_close(
+            &headers(&[("connection", "keep-alive, Close")]),
+            false
+        ));
+        assert!(!wants_close(
+            &headers(&[("connection", "keep-alive")]),
+            false
+        ));
+        assert!(wants_close(&headers(&[]), true));
+    }
+}

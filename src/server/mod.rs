@@ -1,0 +1,60 @@
+//! The HTTPS server: a listener whose connections are parked on one polling thread while they
+//! handshake, send their request head or sit idle, and a fixed pool of worker threads that each
+//! serve one connection at a time once a complete request head is there.
+//!
+//! ```text
+//!   accept ──▶ parking (mio, non-blocking) ──head complete──▶ work queue ──▶ worker (blocking)
+//!                 ▲   handshake, head, idle keep-alive                          │
+//!                 └────────────── keep-alive, nothing buffered ◀────────────────┘
+//! ```
+//!
+//! Why: with blocking I/O, a worker that waits for a client's next request is a worker lost.
+//! Parking the waiting ones on a poller (as Apache's event MPM does with keep-alive connections)
+//! means idle and slow clients cost a few KiB each and no thread, while the workers only ever
+//! wait on the backend and on writing to the client.
+
+mod conn;
+mod exchange;
+mod parking;
+mod pool;
+pub mod respond;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+pub use exchange::Handler;
+pub use respond::{After, BodyStream, Headers, Responder};
+
+use crate::config::Timeouts;
+use crate::error::Error;
+
+/// Largest request head (request line and headers) accepted; more is answered with 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// What the server needs to know from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub workers: usize,
+    pub max_connections: usize,
+    pub max_body_bytes: u64,
+    pub timeouts: Timeouts,
+}
+
+/// Binds `addr` (port 0 picks a free port). Separate from [`run`] so that the caller can
+/// report the bound address before serving.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })
+}
+
+/// Serves until the process ends.
+pub fn run(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    handler: Arc<dyn Handler>,
+    settings: Settings,
+) -> Result<(), Error> {
+    let queue = Arc::new(pool::WorkQueue::default());
+    let mut parking = parking::Parking::new(listener, tls, Arc::clone(&queue), &settings)?;
+    pool::spawn_workers(&settings, queue, handler, parking.returns())?;
+    parking.run()
+}

@@ -1,0 +1,266 @@
+//! Writing one response to the client: a complete body with a known length, or a stream that is
+//! flushed piece by piece (SSE events reach the client the moment they are written).
+//!
+//! HTTP/1.1 responses go through ureq-proto's `SendResponse`/`SendBody` states. HTTP/1.0
+//! clients get a head written here and a `Content-Length` or close-delimited body, because
+//! ureq-proto 0.7 would send them `Transfer-Encoding: chunked`, which RFC 9112 §6.1 forbids.
+
+use std::io::{self, Write};
+
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
+use ureq_proto::server::state::{ProvideResponse, SendBody};
+use ureq_proto::server::{Reply, SendResponseResult};
+
+use crate::api_error::ApiError;
+
+/// Output buffer for ureq-proto. Generous on purpose: its chunk writer can end the body early
+/// when exactly 5 bytes of output space remain while input is pending (ureq-proto 0.7.1); with
+/// a fresh 16 KiB buffer per write and input bounded by `calculate_max_input`, that never happens.
+const OUT_BUF: usize = 16 * 1024;
+
+pub type Headers = Vec<(HeaderName, HeaderValue)>;
+
+/// How the connection goes on after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    KeepAlive,
+    Close,
+}
+
+/// The right to answer one request. Consumed by [`Responder::send`] or [`Responder::stream`].
+pub struct Responder<'a> {
+    out: &'a mut dyn Write,
+    reply: Reply<ProvideResponse>,
+    http10: bool,
+    /// The request asked (or the server decided) to close after this response.
+    close: bool,
+    head_only: bool,
+}
+
+/// An open streamed response body.
+pub struct BodyStream<'a> {
+    out: &'a mut dyn Write,
+    mode: StreamMode,
+    close: bool,
+    buf: Vec<u8>,
+    pub bytes: u64,
+}
+
+enum StreamMode {
+    Chunked(Box<Reply<SendBody>>),
+    /// HTTP/1.0: the body ends when the connection closes.
+    CloseDelimited,
+}
+
+impl<'a> Responder<'a> {
+    pub(super) fn new(
+        out: &'a mut dyn Write,
+        reply: Reply<ProvideResponse>,
+        http10: bool,
+        close: bool,
+        head_only: bool,
+    ) -> Self {
+        Responder {
+            out,
+            reply,
+            http10,
+            close: close || http10,
+            head_only,
+        }
+    }
+
+    /// Sends a complete response with a `Content-Length`.
+    pub fn send(self, status: StatusCode, headers: Headers, body: &[u8]) -> io::Result<After> {
+        let close = self.close;
+        if self.http10 {
+            let head = head_http10(status, &headers, Some(body.len()));
+            self.out.write_all(&head)?;
+            if !self.head_only {
+                self.out.write_all(body)?;
+            }
+            self.out.flush()?;
+            return Ok(After::Close);
+        }
+        let response = build(status, headers, Some(body.len()), close)?;
+        let mut send = self.reply.provide(response).map_err(proto)?;
+        let mut buf = vec![0u8; OUT_BUF];
+        loop {
+            let n = send.write(&mut buf).map_err(proto)?;
+            self.out.write_all(&buf[..n])?;
+            if send.is_finished() {
+                break;
+            }
+        }
+        let cleanup = match send.proceed() {
+            SendResponseResult::SendBody(mut body_state) => {
+                let mut rest = body;
+                while !rest.is_empty() {
+                    let (used, n) = body_state.write(rest, &mut buf).map_err(proto)?;
+                    self.out.write_all(&buf[..n])?;
+                    rest = &rest[used..];
+                }
+                body_state.proceed()
+            }
+            SendResponseResult::Cleanup(c) => c,
+        };
+        self.out.flush()?;
+        Ok(if close || cleanup.must_close_connection() {
+            After::Close
+        } else {
+            After::KeepAlive
+        })
+    }
+
+    /// Sends the head of a response whose body follows in pieces.
+    pub fn stream(self, status: StatusCode, headers: Headers) -> io::Result<BodyStream<'a>> {
+        let close = self.close;
+        if self.http10 {
+            let head = head_http10(status, &headers, None);
+            self.out.write_all(&head)?;
+            self.out.flush()?;
+            return Ok(BodyStream {
+                out: self.out,
+                mode: StreamMode::CloseDelimited,
+                close: true,
+                buf: Vec::new(),
+                bytes: 0,
+            });
+        }
+        let response = build(status, headers, None, close)?;
+        let mut send = self.reply.provide(response).map_err(proto)?;
+        let mut buf = vec![0u8; OUT_BUF];
+        loop {
+            let n = send.write(&mut buf).map_err(proto)?;
+            self.out.write_all(&buf[..n])?;
+            if send.is_finished() {
+                break;
+            }
+        }
+        self.out.flush()?;
+        let mode = match send.proceed() {
+            SendResponseResult::SendBody(b) => StreamMode::Chunked(Box::new(b)),
+            // HEAD: no body goes out; writes are dropped.
+            SendResponseResult::Cleanup(_) => StreamMode::CloseDelimited,
+        };
+        Ok(BodyStream {
+            out: self.out,
+            mode,
+            close: close || self.head_only,
+            buf,
+            bytes: 0,
+        })
+    }
+}
+
+impl BodyStream<'_> {
+    /// Writes `data` and flushes it to the client at once.
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            // An empty chunk would end the body.
+            return Ok(());
+        }
+        match &mut self.mode {
+            StreamMode::CloseDelimited => self.out.write_all(data)?,
+            StreamMode::Chunked(body) => {
+                let mut rest = data;
+                while !rest.is_empty() {
+                    let max = body.calculate_max_input(self.buf.len()).max(1);
+                    let take = rest.len().min(max);
+                    let (used, n) = body.write(&rest[..take], &mut self.buf).map_err(proto)?;
+                    self.out.write_all(&self.buf[..n])?;
+                    rest = &rest[used..];
+                }
+            }
+        }
+        self.bytes += data.len() as u64;
+        self.out.flush()
+    }
+
+    /// Ends the body cleanly (the terminating chunk for HTTP/1.1).
+    pub fn finish(self) -> io::Result<After> {
+        match self.mode {
+            StreamMode::CloseDelimited => {
+                self.out.flush()?;
+                Ok(After::Close)
+            }
+            StreamMode::Chunked(mut body) => {
+                let mut buf = self.buf;
+                let (_, n) = body.write(&[], &mut buf).map_err(proto)?;
+                self.out.write_all(&buf[..n])?;
+                self.out.flush()?;
+                let cleanup = body.proceed();
+                Ok(if self.close || cleanup.must_close_connection() {
+                    After::Close
+                } else {
+                    After::KeepAlive
+                })
+            }
+        }
+    }
+
+    /// Ends the response without its terminating chunk: the client sees a truncated body, not a
+    /// clean end. The connection must then close.
+    pub fn abort(self) -> After {
+        let _ = self.out.flush();
+        After::Close
+    }
+}
+
+fn build(
+    status: StatusCode,
+    headers: Headers,
+    content_length: Option<usize>,
+    close: bool,
+) -> io::Result<Response<()>> {
+    let mut response = Response::builder().status(status);
+    for (name, value) in headers {
+        response = response.header(name, value);
+    }
+    if let Some(len) = content_length {
+        response = response.header(header::CONTENT_LENGTH, len);
+    }
+    if close {
+        // ureq-proto recognises only this exact lowercase value.
+        response = response.header(header::CONNECTION, "close");
+    }
+    response.body(()).map_err(io::Error::other)
+}
+
+fn head_http10(status: StatusCode, headers: &Headers, content_length: Option<usize>) -> Vec<u8> {
+    let mut head = format!(
+        "HTTP/1.0 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if let Some(len) = content_length {
+        head.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head
+}
+
+/// A complete error response for a connection that will be closed right after, written where
+/// no request could be parsed (bad head, timeout): there is no `Reply` state to go through.
+pub fn raw_error(err: &ApiError) -> Vec<u8> {
+    let body = err.to_body();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        err.status.as_u16(),
+        err.status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+fn proto(e: ureq_proto::Error) -> io::Error {
+    io::Error::other(e)
+}

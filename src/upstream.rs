@@ -1,0 +1,240 @@
+//! Talking to backends: one shared ureq [`Agent`] (pooled keep-alive connections to every
+//! backend), which request headers go up, which response headers come back, and what a failure
+//! becomes for the client.
+//!
+//! The agent never decodes (no gzip feature; `Accept-Encoding` is not forwarded, so backends
+//! answer uncompressed bodies we can rewrite), never follows redirects, never turns a status
+//! into an error, and ignores `HTTPS_PROXY` and friends: the proxy's own environment must not
+//! silently reroute users' keys.
+
+use std::io;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
+use log::warn;
+use ureq::config::AutoHeaderValue;
+use ureq::{Agent, Body};
+
+use crate::api_error::ApiError;
+use crate::config::{Backend, Timeouts};
+
+pub type UpstreamResponse = http::Response<Body>;
+
+/// Request headers forwarded to the backend besides `x-*`. `Accept-Encoding` is left out on
+/// purpose (see the module doc); hop-by-hop headers and `Host`/`Content-Length` are ours to set.
+const FORWARD_REQUEST: &[HeaderName] = &[
+    header::AUTHORIZATION,
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    header::USER_AGENT,
+];
+const FORWARD_REQUEST_NAMED: &[&str] = &["openai-organization", "openai-project", "openai-beta"];
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), even when `x-` prefixed
+/// ones would otherwise pass.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub struct Upstream {
+    agent: Agent,
+}
+
+impl Upstream {
+    pub fn new(timeouts: &Timeouts, workers: usize) -> Self {
+        let config = Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .proxy(None)
+            .no_delay(true)
+            .user_agent(AutoHeaderValue::None)
+            .accept(AutoHeaderValue::None)
+            .accept_encoding(AutoHeaderValue::None)
+            .timeout_connect(Some(timeouts.connect))
+            .timeout_recv_response(Some(timeouts.first_byte))
+            // Per read, not per body: a generation may stream for many minutes, but a backend
+            // silent for this long is gone.
+            .timeout_per_read(Some(timeouts.read))
+            .timeout_per_write(Some(timeouts.read))
+            // Every worker may hold one connection per backend; keep them for reuse.
+            .max_idle_connections(workers.max(1) * 4)
+            .max_idle_connections_per_host(workers.max(1))
+            .max_idle_age(Duration::from_secs(50))
+            .build();
+        Upstream {
+            agent: Agent::new_with_config(config),
+        }
+    }
+
+    /// POSTs `body` (JSON) to `backend` at `api_path`, with the client's forwardable headers.
+    /// Returns the response head with its body unread, or the client-facing error.
+    pub fn post_json(
+        &self,
+        backend: &Backend,
+        api_path: &str,
+        client_headers: &HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<UpstreamResponse, ApiError> {
+        let mut request = Request::post(backend.url_for(api_path));
+        for (name, value) in forwardable(client_headers) {
+            request = request.header(name, value);
+        }
+        request = request.header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let request = request
+            .body(body)
+            .map_err(|_| ApiError::bad_gateway(&backend.name, "invalid backend URL"))?;
+        self.agent
+            .run(request)
+            .map_err(|e| classify(&backend.name, &e))
+    }
+}
+
+/// The client's headers that go upstream: the named allow-list and `x-*`, minus hop-by-hop
+/// ones and any the client's `Connection` header names.
+pub fn forwardable(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+    let connection_named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    headers.iter().filter(move |(name, _)| {
+        let n = name.as_str();
+        let allowed = FORWARD_REQUEST.contains(name)
+            || FORWARD_REQUEST_NAMED.contains(&n)
+            || n.starts_with("x-");
+        allowed
+            && n != header::CONTENT_TYPE.as_str() // set by us: the body is always JSON
+            && !HOP_BY_HOP.contains(&n)
+            && !connection_named.iter().any(|c| c == n)
+    })
+}
+
+/// Whether a backend response header is worth returning to the client: request ids, rate-limit
+/// state and retry hints, which SDKs read (the OpenAI SDKs back off on `retry-after`).
+pub fn is_returned_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n == "x-request-id"
+        || n == "request-id"
+        || n == "retry-after"
+        || n == "retry-after-ms"
+        || n.starts_with("openai-")
+        || n.starts_with("x-ratelimit-")
+}
+
+/// A ureq error as the client sees it: 504 for anything that ran out of time, 502 otherwise.
+/// The backend is named; its URL and the error's text (which may carry it) go only to the log.
+pub fn classify(backend: &str, e: &ureq::Error) -> ApiError {
+    warn!("backend={backend:?} request failed: {e}");
+    match e {
+        ureq::Error::Timeout(_) => ApiError::gateway_timeout(backend),
+        ureq::Error::Io(io) if is_timeout(io) => ApiError::gateway_timeout(backend),
+        ureq::Error::HostNotFound => ApiError::bad_gateway(backend, "host name not found"),
+        ureq::Error::ConnectionFailed => ApiError::bad_gateway(backend, "connection refused"),
+        ureq::Error::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused => {
+            ApiError::bad_gateway(backend, "connection refused")
+        }
+        // std reports resolver failures as an uncategorised io::Error with this text.
+        ureq::Error::Io(io) if io.to_string().contains("lookup address") => {
+            ApiError::bad_gateway(backend, "host name not found")
+        }
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => {
+            ApiError::bad_gateway(backend, "TLS handshake failed")
+        }
+        ureq::Error::Protocol(_) => ApiError::bad_gateway(backend, "invalid HTTP response"),
+        _ => ApiError::bad_gateway(backend, "connection failed"),
+    }
+}
+
+/// A failure while reading a backend's body, as the client sees it.
+pub fn classify_read(backend: &str, e: &io::Error) -> ApiError {
+    warn!("backend={backend:?} response body failed: {e}");
+    if is_timeout(e) {
+        ApiError::gateway_timeout(backend)
+    } else {
+        ApiError::bad_gateway(backend, "connection lost during the response")
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    ) {
+        return true;
+    }
+    // ureq wraps its own errors, a timeout among them, in io::Error for Read.
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwards_allow_list_and_x_headers_only() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer k"),
+            ("accept", "text/event-stream"),
+            ("accept-encoding", "gzip"),
+            ("openai-organization", "org"),
+            ("x-stainless-lang", "python"),
+            ("x-drop-me", "1"),
+            ("connection", "keep-alive, x-drop-me"),
+            ("cookie", "a=b"),
+            ("host", "api.openai.com"),
+            ("content-length", "5"),
+            ("content-type", "text/plain"),
+            ("te", "trailers"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let mut names: Vec<&str> = forwardable(&h).map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "authorization",
+                "openai-organization",
+                "x-stainless-lang"
+            ]
+        );
+    }
+
+    #[test]
+    fn returns_useful_response_headers() {
+        for n in [
+            "x-request-id",
+            "openai-processing-ms",
+            "x-ratelimit-remaining-tokens",
+            "retry-after",
+        ] {
+            assert!(is_returned_header(&HeaderName::from_static(n)), "{n}");
+        }
+        for n in [
+            "set-cookie",
+            "server",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+        ] {
+            assert!(!is_returned_header(&HeaderName::from_static(n)), "{n}");
+        }
+    }
+}
