@@ -5,6 +5,7 @@
 use std::io::{self, Read};
 
 use http::{HeaderValue, Request, StatusCode, header};
+use log::debug;
 use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
@@ -150,6 +151,10 @@ fn answer(
     let upstream_content_type = response.headers().get(header::CONTENT_TYPE).cloned();
     let mut body = response.into_body().into_reader();
     access.status = status.as_u16();
+    debug!(
+        "backend={:?} answered {status} ({content_type}); client asked stream={}",
+        backend.name, ask.stream
+    );
 
     if !status.is_success() || !(is_sse || is_json) {
         // Errors and anything unexpected: the backend's own status and body, unchanged.

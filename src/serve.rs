@@ -23,6 +23,11 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         config.server.bind = bind;
     }
     logging::init(config.server.debug);
+    // Bind first: without privilege for port 443 this is the likeliest first-run failure, and
+    // it should be reported before any file is created.
+    let addr = SocketAddr::new(config.server.bind, config.server.port);
+    let listener = server::bind(addr)?;
+    let bound = listener.local_addr()?;
 
     let paths = CertPaths::new(&config.cert_dir, &config.domain);
     let created = certs::ensure(&paths, &config.domain)?;
@@ -46,9 +51,6 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     if config.active_backends().next().is_none() {
         warn!("no active entry in apis: every chat request will be answered 404");
     }
-    let addr = SocketAddr::new(config.server.bind, config.server.port);
-    let listener = server::bind(addr)?;
-    let bound = listener.local_addr()?;
     info!(
         "listening on {bound} as {} with {} workers; models: {}",
         config.domain,

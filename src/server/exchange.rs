@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use http::{HeaderMap, Method, Request, Version, header};
 use ureq_proto::server::{RecvRequestResult, Reply};
 
+use super::conn::find_head_end;
 use super::respond::{After, Responder, raw_error};
 use crate::api_error::ApiError;
 
@@ -41,6 +42,9 @@ pub fn serve<S: Read + Write>(
     max_body: u64,
     handler: &dyn Handler,
 ) -> io::Result<After> {
+    if find_head_end(buf).is_some_and(|end| end > super::MAX_HEAD_BYTES) {
+        return reject(io, &ApiError::header_too_large(super::MAX_HEAD_BYTES));
+    }
     let mut reply = Reply::new().map_err(io::Error::other)?;
     let (used, head) = match reply.try_request(buf) {
         Ok((used, Some(head))) => (used, head),
@@ -115,7 +119,9 @@ impl Framing {
             (None, _) => false,
             (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") => true,
             _ => {
-                return Err("unsupported transfer-encoding (only a single \"chunked\" is accepted)");
+                return Err(
+                    "unsupported transfer-encoding (only a single \"chunked\" is accepted)",
+                );
             }
         };
         let mut length = None;

@@ -78,8 +78,9 @@ pub fn spawn_workers(
         let settings = settings.clone();
         std::thread::Builder::new()
             .name(format!("worker-{i}"))
-            // Workers hold request bodies on the heap; a small stack keeps RSS low on a Pi.
-            .stack_size(256 * 1024)
+            // Parsing JSON nests up to serde_json's limit of 128 levels; 1 MiB leaves room even
+            // in debug builds. Only touched pages count towards RSS.
+            .stack_size(1024 * 1024)
             .spawn(move || {
                 loop {
                     let conn = queue.pop();

@@ -1,0 +1,211 @@
+//! Runs the real `trae-proxy` binary on a config written to a fresh folder, on a free loopback
+//! port, with its log captured for assertions.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// A scratch folder removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("trae-it-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_trae-proxy")
+}
+
+/// A running proxy.
+pub struct Proxy {
+    child: Child,
+    pub port: u16,
+    dir: Option<TempDir>,
+    log: Arc<Mutex<String>>,
+}
+
+/// The config used by most tests: `{UPSTREAM}` is replaced by the mock's base URL.
+pub fn config_yaml(upstream: &str, apis: &str, server_extra: &str) -> String {
+    format!(
+        "domain: api.openai.com\napis:\n{}\nserver:\n  port: 0\n  bind: 127.0.0.1\n  debug: true\n{server_extra}",
+        apis.replace("{UPSTREAM}", upstream)
+    )
+}
+
+impl Proxy {
+    /// Starts the proxy on `yaml` in a new folder; waits until it listens.
+    pub fn start(yaml: &str) -> Proxy {
+        Proxy::start_in(TempDir::new("proxy"), yaml, &[])
+    }
+
+    /// Starts the proxy with `yaml` in `dir` (which may already hold a `ca/` folder).
+    pub fn start_in(dir: TempDir, yaml: &str, env: &[(&str, &str)]) -> Proxy {
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut cmd = Command::new(binary());
+        // Run from elsewhere: paths in the config must resolve against its folder, not the cwd.
+        cmd.current_dir("/")
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut line = String::new();
+                let mut sent = false;
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    if !sent {
+                        if let Some(port) = listening_port(&line) {
+                            let _ = tx.send(port);
+                            sent = true;
+                        }
+                    }
+                    log.lock().unwrap().push_str(&line);
+                    line.clear();
+                }
+            });
+        }
+        let port = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("proxy did not start; log:\n{}", log.lock().unwrap());
+            }
+        };
+        Proxy {
+            child,
+            port,
+            dir: Some(dir),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` (log lines are written after the response).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The folder holding `config.yaml` and `ca/`.
+    pub fn dir(&self) -> &Path {
+        // unwrap: only stop_keep_dir() takes it, and that consumes self.
+        self.dir.as_ref().unwrap().path()
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir().join("ca").join("ca.crt")
+    }
+
+    /// Stops the proxy and hands over its folder, for a restart on the same files.
+    pub fn stop_keep_dir(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.take().unwrap()
+    }
+
+    /// Stops the proxy and returns everything it logged.
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(50));
+        self.log()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening_port(line: &str) -> Option<u16> {
+    let rest = line.split("listening on ").nth(1)?;
+    let addr = rest.split_whitespace().next()?;
+    addr.rsplit(':').next()?.parse().ok()
+}
+
+/// Runs the binary to completion with `args`; returns (exit code, stdout, stderr).
+pub fn run(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "command did not finish: {args:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    let mut err = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (child.wait().unwrap().code().unwrap_or(-1), out, err)
+}

@@ -1,0 +1,110 @@
+//! Starting up: clear errors for a privileged port and for broken config files, paths relative
+//! to the config file, `--version`.
+
+use std::process::Command;
+
+use crate::harness::{Proxy, TempDir, binary, config_yaml, run};
+use crate::mock::Mock;
+use crate::standard_apis;
+
+#[test]
+fn port_443_without_privilege_says_how_to_fix_it() {
+    let dir = TempDir::new("priv");
+    let yaml = "domain: api.openai.com\napis: []\nserver:\n  port: 443\n  bind: 127.0.0.1\n";
+    std::fs::write(dir.path().join("config.yaml"), yaml).unwrap();
+    let config = dir.path().join("config.yaml");
+    let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let mut cmd = if is_root {
+        // Drop to nobody, capabilities included, as an unprivileged user would run it.
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(binary());
+        c
+    } else {
+        Command::new(binary())
+    };
+    let out = cmd
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("127.0.0.1:443"), "{err}");
+    assert!(
+        err.contains("CAP_NET_BIND_SERVICE") && err.contains("root"),
+        "{err}"
+    );
+    assert!(err.contains("server.port"), "{err}");
+    assert!(
+        !dir.path().join("ca").exists(),
+        "nothing is created before the bind succeeds"
+    );
+}
+
+#[test]
+fn broken_config_lists_every_problem_and_exits_1() {
+    let dir = TempDir::new("broken");
+    let yaml = r#"
+domain: api.openai.com
+apis:
+  - name: a
+    endpoint: "ftp://example.com"
+    custom_model_id: m
+    target_model_id: t
+  - name: b
+    endpoint: "https://example.com"
+    custom_model_id: ""
+    target_model_id: t
+    stream_mode: sometimes
+server:
+  port: 8443
+"#;
+    std::fs::write(dir.path().join("config.yaml"), yaml).unwrap();
+    let (code, _, err) = run(&["serve", "--config", "config.yaml"], dir.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("config.yaml"), "{err}");
+    assert!(err.contains("apis[0]") && err.contains("endpoint"), "{err}");
+    assert!(
+        err.contains("apis[1]") && err.contains("custom_model_id"),
+        "{err}"
+    );
+    assert!(err.contains("stream_mode"), "{err}");
+
+    std::fs::write(dir.path().join("config.yaml"), "server:\n  prot: 1\n").unwrap();
+    let (code, _, err) = run(&["serve", "--config", "config.yaml"], dir.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("prot") && err.contains("line"), "{err}");
+
+    let (code, _, err) = run(&["serve", "--config", "missing.yaml"], dir.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("missing.yaml"), "{err}");
+}
+
+#[test]
+fn cert_folder_is_relative_to_the_config_file_not_the_cwd() {
+    let mock = Mock::start();
+    // The harness runs the proxy from "/" with an absolute config path.
+    let proxy = Proxy::start(&config_yaml(&mock.url(), &standard_apis(), ""));
+    assert!(proxy.dir().join("ca/ca.crt").exists());
+    assert!(proxy.dir().join("ca/api.openai.com.crt").exists());
+    assert!(!std::path::Path::new("/ca").exists());
+}
+
+#[test]
+fn version_names_commit_and_target() {
+    let (code, out, _) = run(&["--version"], std::path::Path::new("/"));
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(&format!("trae-proxy {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    assert!(out.contains("commit ") && out.contains("target "), "{out}");
+}
