@@ -39,6 +39,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Whether anyone but the owner may read `path` (false when it cannot be checked).
+pub fn readable_by_others(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+}
+
 fn temp_sibling(path: &Path) -> PathBuf {
     let name = path
         .file_name()

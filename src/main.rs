@@ -21,8 +21,14 @@ use std::process::ExitCode;
 
 use cli::{Cli, Command};
 
+/// Exit code for a command line that could not be parsed (0 and 1 are success and failure).
+const EXIT_USAGE: u8 = 2;
+
 fn main() -> ExitCode {
-    let cli: Cli = argh::from_env();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -30,6 +36,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// argh's own `from_env` exits with 1 on a usage error; we keep 1 for failures and use 2.
+fn parse_args() -> Result<Cli, ExitCode> {
+    let args: Vec<String> = std::env::args().collect();
+    let command = args
+        .first()
+        .map_or("trae-proxy", |a| a.rsplit('/').next().unwrap_or(a));
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    <Cli as argh::FromArgs>::from_args(&[command], &rest).map_err(|exit| match exit.status {
+        Ok(()) => {
+            println!("{}", exit.output);
+            ExitCode::SUCCESS
+        }
+        Err(()) => {
+            eprintln!("{}", exit.output);
+            ExitCode::from(EXIT_USAGE)
+        }
+    })
 }
 
 fn run(cli: Cli) -> Result<(), error::Error> {

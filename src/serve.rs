@@ -9,6 +9,7 @@ use crate::certs::{self, CertPaths};
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::error::Error;
+use crate::files;
 use crate::logging;
 use crate::proxy::Proxy;
 use crate::server::{self, Settings};
@@ -44,6 +45,15 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
             config.domain,
             paths.leaf_cert.display()
         );
+    }
+    for key in [&paths.ca_key, &paths.leaf_key] {
+        if files::readable_by_others(key) {
+            warn!(
+                "private key {} is readable by other users; run: chmod 600 {}",
+                key.display(),
+                key.display()
+            );
+        }
     }
     let resolver = Arc::new(CertResolver::new(tls::load_certified_key(&paths)?));
     let tls_config = tls::server_config(resolver)?;

@@ -191,3 +191,137 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic never happens while this lock is held (push/pop only), but be robust anyway.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use http::{Request, StatusCode};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::sign::CertifiedKey;
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConnection, StreamOwned};
+
+    use super::*;
+    use crate::config::Timeouts;
+    use crate::server::Responder;
+    use crate::server::conn::Slot;
+    use crate::tls::{CertResolver, server_config};
+
+    /// Panics on the first request it sees, answers the others.
+    struct PanicOnce(AtomicBool);
+
+    impl Handler for PanicOnce {
+        fn handle(
+            &self,
+            _: Request<Vec<u8>>,
+            _: SocketAddr,
+            r: Responder<'_>,
+        ) -> io::Result<After> {
+            if !self.0.swap(true, Ordering::SeqCst) {
+                panic!("handler bug");
+            }
+            r.send(StatusCode::OK, Vec::new(), b"ok")
+        }
+    }
+
+    fn configs() -> (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = CertificateDer::from(generated.cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            generated.signing_key.serialize_der(),
+        ));
+        let provider = rustls::crypto::ring::default_provider();
+        let certified = CertifiedKey::from_der(vec![cert.clone()], key, &provider).unwrap();
+        let server = server_config(Arc::new(CertResolver::new(certified))).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (server, Arc::new(client))
+    }
+
+    /// Accepts one connection, completes its handshake and reads its request head, as the
+    /// parking loop would, and returns it ready for a worker.
+    fn accept_ready(
+        listener: &TcpListener,
+        tls: &Arc<rustls::ServerConfig>,
+        open: &Arc<AtomicUsize>,
+    ) -> Conn {
+        let (mut sock, peer) = listener.accept().unwrap();
+        let mut server = ServerConnection::new(Arc::clone(tls)).unwrap();
+        let mut buf = Vec::new();
+        while server.is_handshaking() || !buf.ends_with(b"\r\n\r\n") {
+            server.complete_io(&mut sock).unwrap();
+            let mut tmp = [0u8; 1024];
+            if let Ok(n) = server.reader().read(&mut tmp) {
+                buf.extend_from_slice(&tmp[..n]);
+            }
+        }
+        let mut conn = Conn::new(sock, server, peer, Slot::take(open, 10).unwrap());
+        conn.buf = buf;
+        conn
+    }
+
+    #[test]
+    fn a_panicking_request_drops_its_connection_and_the_worker_goes_on() {
+        let (server_tls, client_tls) = configs();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let queue = Arc::new(WorkQueue::default());
+        let poll = mio::Poll::new().unwrap();
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let returns = Returns {
+            tx,
+            waker: Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap()),
+        };
+        let settings = Settings {
+            workers: 1,
+            max_connections: 10,
+            max_body_bytes: 1024,
+            timeouts: Timeouts::default(),
+        };
+        spawn_workers(
+            &settings,
+            Arc::clone(&queue),
+            Arc::new(PanicOnce(AtomicBool::new(false))),
+            returns,
+        )
+        .unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let client_tls = Arc::clone(&client_tls);
+            let client = std::thread::spawn(move || {
+                let sock = TcpStream::connect(addr).unwrap();
+                sock.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let name = ServerName::try_from("localhost").unwrap();
+                let conn = ClientConnection::new(client_tls, name).unwrap();
+                let mut tls = StreamOwned::new(conn, sock);
+                tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                let mut answer = Vec::new();
+                let _ = tls.read_to_end(&mut answer);
+                answer
+            });
+            queue.push(accept_ready(&listener, &server_tls, &open));
+            answers.push(client.join().unwrap());
+        }
+        assert!(
+            answers[0].is_empty(),
+            "the panicking request gets no answer"
+        );
+        assert!(
+            answers[1].starts_with(b"HTTP/1.1 200"),
+            "the single worker survived: {}",
+            String::from_utf8_lossy(&answers[1])
+        );
+        assert_eq!(open.load(Ordering::SeqCst), 0, "both slots were given back");
+    }
+}

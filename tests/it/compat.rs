@@ -1,6 +1,7 @@
 //! Users of the Python Trae-Proxy drop in their `config.yaml` and `ca/` folder unchanged.
 
 use std::io::{BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::client::{chat_request, connect, read_response, roundtrip};
@@ -60,7 +61,17 @@ fn original_config_and_rsa_ca_folder_work_unchanged() {
             ("api.openai.com.key", "api.openai.com.key"),
         ],
     );
+    // Keys as a careless copy leaves them: the proxy serves them but tells the operator.
+    let leaf_key = dir.path().join("ca/api.openai.com.key");
+    std::fs::set_permissions(&leaf_key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let proxy = Proxy::start_in(dir, &original_config(&mock.url()), &[]);
+    assert!(
+        proxy
+            .log()
+            .contains("is readable by other users; run: chmod 600"),
+        "{}",
+        proxy.log()
+    );
     let fixture_ca = Path::new(FIXTURE).join("ca.crt");
     let served_leaf = std::fs::read_to_string(proxy.dir().join("ca/api.openai.com.crt")).unwrap();
     assert_eq!(

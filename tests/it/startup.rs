@@ -108,3 +108,13 @@ fn version_names_commit_and_target() {
     );
     assert!(out.contains("commit ") && out.contains("target "), "{out}");
 }
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    let (code, _, err) = run(&["serve", "--no-such-flag"], std::path::Path::new("/"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no-such-flag"), "{err}");
+    let (code, out, _) = run(&["serve", "--help"], std::path::Path::new("/"));
+    assert_eq!(code, 0);
+    assert!(out.contains("--config"), "{out}");
+}
