@@ -258,3 +258,42 @@ fn slow_request_head_gets_408() {
 fn setup_with_head_timeout() -> (crate::mock::Mock, crate::harness::Proxy) {
     crate::setup_with("  request_head_timeout: 1\n")
 }
+
+#[test]
+fn connection_that_never_handshakes_is_closed_after_the_head_timeout() {
+    let (_mock, proxy) = setup_with_head_timeout();
+    let mut sock = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = sock.read(&mut buf).unwrap_or(0);
+    let took = started.elapsed();
+    assert_eq!(n, 0, "closed without a byte");
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed too early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(4), "closed too late: {took:?}");
+}
+
+#[test]
+fn idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let (_mock, proxy) = crate::setup_with("  idle_timeout: 1\n");
+    let mut reader = BufReader::new(connect(proxy.port, &proxy.ca_path()));
+    reader
+        .get_mut()
+        .write_all(&get_request("/v1/models"))
+        .unwrap();
+    assert_eq!(read_response(&mut reader).unwrap().status, 200);
+    let started = Instant::now();
+    assert!(
+        read_response(&mut reader).is_none(),
+        "the server closes the idle connection"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+}

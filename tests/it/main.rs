@@ -9,6 +9,7 @@ mod harness;
 mod mock;
 
 mod api;
+mod certs;
 mod chat;
 mod compat;
 mod http;
