@@ -48,20 +48,47 @@ impl CertPaths {
     }
 }
 
-/// What [`ensure`] had to create.
+/// A leaf is renewed this long before it expires.
+pub const RENEW_WITHIN: Duration = Duration::days(30);
+
+/// What [`ensure`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Created {
     pub ca: bool,
-    pub leaf: bool,
+    /// Why a leaf was issued, when one was.
+    pub leaf: Option<LeafReason>,
 }
 
-/// Makes sure a leaf for `domain` exists: when it is missing, issues one from the CA, creating
-/// the CA only when neither of its files exists. Never overwrites an existing CA.
-pub fn ensure(paths: &CertPaths, domain: &str) -> Result<Created, Error> {
-    let mut created = Created::default();
-    if paths.leaf_cert.exists() && paths.leaf_key.exists() {
-        return Ok(created);
+#[derive(Debug, PartialEq, Eq)]
+pub enum LeafReason {
+    Missing,
+    /// The leaf does not cover this configured name.
+    LacksName(String),
+    /// Days left before the leaf expires.
+    Expiring(i64),
+}
+
+impl std::fmt::Display for LeafReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeafReason::Missing => f.write_str("there was none"),
+            LeafReason::LacksName(n) => write!(f, "the old one did not cover {n}"),
+            LeafReason::Expiring(days) => {
+                write!(f, "the old one expired or expires in {days} days")
+            }
+        }
     }
+}
+
+/// Makes sure a usable leaf for `names` (the domain first) exists. A leaf is issued from the CA
+/// when it is missing, lacks one of the names, or expires within [`RENEW_WITHIN`]; the CA is
+/// created only when neither of its files exists. Never overwrites an existing CA.
+pub fn ensure(paths: &CertPaths, names: &[String]) -> Result<Created, Error> {
+    let mut created = Created::default();
+    let reason = match leaf_problem(paths, names)? {
+        None => return Ok(created),
+        Some(reason) => reason,
+    };
     if let Some(dir) = paths.ca_cert.parent() {
         fs::create_dir_all(dir).map_err(|source| Error::CertIo {
             path: dir.to_owned(),
@@ -90,9 +117,56 @@ pub fn ensure(paths: &CertPaths, domain: &str) -> Result<Created, Error> {
             });
         }
     }
-    issue_leaf(paths, domain)?;
-    created.leaf = true;
+    issue_leaf(paths, names)?;
+    created.leaf = Some(reason);
     Ok(created)
+}
+
+/// Why the leaf must be (re)issued, if it must.
+fn leaf_problem(paths: &CertPaths, names: &[String]) -> Result<Option<LeafReason>, Error> {
+    if !paths.leaf_cert.exists() || !paths.leaf_key.exists() {
+        return Ok(Some(LeafReason::Missing));
+    }
+    let der = read_certs(&paths.leaf_cert)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::CertInvalid {
+            path: paths.leaf_cert.clone(),
+            why: "no certificate".to_owned(),
+        })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| Error::CertInvalid {
+        path: paths.leaf_cert.clone(),
+        why: format!("not a valid certificate: {e}"),
+    })?;
+    let covered: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => {
+                        Some(d.to_ascii_lowercase())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(missing) = names
+        .iter()
+        .find(|n| !covered.contains(&n.to_ascii_lowercase()))
+    {
+        return Ok(Some(LeafReason::LacksName(missing.clone())));
+    }
+    let expires = cert.validity().not_after.timestamp();
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    if expires - now < RENEW_WITHIN.whole_seconds() {
+        return Ok(Some(LeafReason::Expiring((expires - now).max(0) / 86_400)));
+    }
+    Ok(None)
 }
 
 /// Creates a new CA key and self-signed certificate.
@@ -133,9 +207,10 @@ pub fn create_ca(paths: &CertPaths) -> Result<(), Error> {
     })
 }
 
-/// Issues a new leaf for `domain` from the CA in `paths` (ours or the original's RSA one) and
-/// writes it, replacing any previous leaf.
-pub fn issue_leaf(paths: &CertPaths, domain: &str) -> Result<(), Error> {
+/// Issues a new leaf for `names` (the first is the subject) from the CA in `paths` (ours or the
+/// original's RSA one) and writes it, replacing any previous leaf.
+pub fn issue_leaf(paths: &CertPaths, names: &[String]) -> Result<(), Error> {
+    let domain = names.first().map_or("localhost", String::as_str);
     let ca_key_pem = read_text(&paths.ca_key)?;
     let ca_key = signing_key_from_pem(&ca_key_pem).map_err(|why| Error::CertInvalid {
         path: paths.ca_key.clone(),
@@ -150,7 +225,7 @@ pub fn issue_leaf(paths: &CertPaths, domain: &str) -> Result<(), Error> {
 
     let key = KeyPair::generate()?;
     let now = OffsetDateTime::now_utc();
-    let mut params = CertificateParams::new(vec![domain.to_owned()])?;
+    let mut params = CertificateParams::new(names.to_vec())?;
     params
         .subject_alt_names
         .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));

@@ -26,6 +26,10 @@ const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub struct Config {
     /// The host name the proxy impersonates; the leaf certificate is issued for it.
     pub domain: String,
+    /// More names the certificate covers and the proxy answers for (`domains:`).
+    pub extra_domains: Vec<String>,
+    /// `access_keys:`: when not empty, every request must carry one of them as a Bearer token.
+    pub access_keys: Vec<Secret>,
     /// Every entry of `apis`, active or not, in file order.
     pub backends: Vec<Backend>,
     pub server: Server,
@@ -41,10 +45,68 @@ pub struct Backend {
     pub name: String,
     /// The endpoint as written, without trailing slashes.
     pub endpoint: String,
+    /// The model id clients ask for; [`CATCH_ALL`] serves every id no other entry has.
     pub custom_model_id: String,
-    pub target_model_id: String,
+    pub target: TargetModel,
     pub stream_mode: StreamMode,
     pub active: bool,
+    /// Share of a pool's requests (smooth weighted round-robin). Defaults to 1.
+    pub weight: u32,
+    /// Sent upstream as `Authorization: Bearer ...` instead of the client's key.
+    pub api_key: Option<Secret>,
+    /// Extra headers for every request to this backend (e.g. OpenRouter's `HTTP-Referer`).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Overrides of the `server` timeouts for this backend.
+    pub timeouts: BackendTimeouts,
+    /// Upstream proxy URL (http, https, socks4, socks4a, socks5).
+    pub proxy: Option<String>,
+    /// Extra trusted roots for this backend (`ca_file`), besides the public ones.
+    pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+/// `custom_model_id` of the catch-all entry.
+pub const CATCH_ALL: &str = "*";
+
+/// What model the backend is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetModel {
+    Fixed(String),
+    /// `target_model_id` empty or `"*"`: the client's model id, unchanged.
+    Passthrough,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackendTimeouts {
+    pub connect: Option<Duration>,
+    pub first_byte: Option<Duration>,
+    pub read: Option<Duration>,
+}
+
+impl BackendTimeouts {
+    pub fn is_default(&self) -> bool {
+        self.connect.is_none() && self.first_byte.is_none() && self.read.is_none()
+    }
+}
+
+/// A key or token from the config. Its `Debug` never shows it, so no log line or error can.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    #[cfg(test)]
+    pub fn from_config(value: &str) -> Self {
+        Secret(value.to_owned())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// What the proxy asks upstream for, whatever the client asked.
@@ -73,6 +135,31 @@ pub struct Server {
     /// Open client connections at once (idle ones included). Defaults to 1024.
     pub max_connections: usize,
     pub timeouts: Timeouts,
+    pub health: Health,
+}
+
+/// Failover and passive health of backend pools.
+#[derive(Debug, Clone, Copy)]
+pub struct Health {
+    /// Backends tried for one request at most (each at most once). Defaults to 3.
+    pub max_attempts: usize,
+    /// Consecutive failures after which a backend cools down. Defaults to 1: a pool has others.
+    pub failures_before_cooldown: u32,
+    /// First cool-down; doubled on each further failure. Defaults to 10 s.
+    pub cooldown: Duration,
+    /// Longest cool-down. Defaults to 300 s.
+    pub max_cooldown: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            max_attempts: 3,
+            failures_before_cooldown: 1,
+            cooldown: Duration::from_secs(10),
+            max_cooldown: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Every timeout, in the file as whole seconds.
@@ -133,9 +220,29 @@ impl Config {
             problems.push(format!("domain: {why}"));
         }
 
+        let mut extra_domains = Vec::new();
+        for (i, d) in raw.domains.unwrap_or_default().into_iter().enumerate() {
+            let d = d.trim().to_ascii_lowercase();
+            match check_domain(&d) {
+                Err(why) => problems.push(format!("domains[{i}]: {why}")),
+                Ok(()) if d == domain || extra_domains.contains(&d) => {
+                    problems.push(format!("domains[{i}]: {d:?} is listed twice"));
+                }
+                Ok(()) => extra_domains.push(d),
+            }
+        }
+        let mut access_keys = Vec::new();
+        for (i, k) in raw.access_keys.unwrap_or_default().into_iter().enumerate() {
+            if k.trim().is_empty() {
+                problems.push(format!("access_keys[{i}]: must not be empty"));
+            } else {
+                access_keys.push(Secret(k.trim().to_owned()));
+            }
+        }
+
         let mut backends = Vec::with_capacity(raw.apis.len());
         for (i, api) in raw.apis.into_iter().enumerate() {
-            match Backend::from_raw(api) {
+            match Backend::from_raw(api, base_dir) {
                 Ok(b) => backends.push(b),
                 Err(errs) => problems.extend(errs.into_iter().map(|e| format!("apis[{i}]: {e}"))),
             }
@@ -152,6 +259,8 @@ impl Config {
         if problems.is_empty() {
             Ok(Config {
                 domain,
+                extra_domains,
+                access_keys,
                 backends,
                 server,
                 cert_dir,
@@ -168,7 +277,7 @@ impl Config {
 }
 
 impl Backend {
-    fn from_raw(raw: RawApi) -> Result<Backend, Vec<String>> {
+    fn from_raw(raw: RawApi, base_dir: &Path) -> Result<Backend, Vec<String>> {
         let mut errs = Vec::new();
         let name = raw.name.trim().to_owned();
         if name.is_empty() {
@@ -178,17 +287,16 @@ impl Backend {
         if let Err(why) = check_endpoint(&endpoint) {
             errs.push(format!("endpoint: {why}"));
         }
-        for (field, value) in [
-            ("custom_model_id", &raw.custom_model_id),
-            ("target_model_id", &raw.target_model_id),
-        ] {
-            if value.trim().is_empty() {
-                errs.push(format!("{field}: must not be empty"));
-            }
+        let custom_model_id = raw.custom_model_id.trim().to_owned();
+        if custom_model_id.is_empty() {
+            errs.push("custom_model_id: must not be empty".to_owned());
         }
+        let target = match raw.target_model_id.as_deref().map(str::trim) {
+            None | Some("") | Some(CATCH_ALL) => TargetModel::Passthrough,
+            Some(t) => TargetModel::Fixed(t.to_owned()),
+        };
         let stream_mode = match raw.stream_mode.as_ref().map(LenientBool::parse) {
-            None => StreamMode::Client,
-            Some(Ok(None)) => StreamMode::Client,
+            None | Some(Ok(None)) => StreamMode::Client,
             Some(Ok(Some(true))) => StreamMode::ForceStream,
             Some(Ok(Some(false))) => StreamMode::ForceNonStream,
             Some(Err(why)) => {
@@ -204,6 +312,69 @@ impl Backend {
                 true
             }
         };
+        let weight = raw.weight.unwrap_or(1);
+        if !(1..=1000).contains(&weight) {
+            errs.push(format!("weight: expected 1 to 1000, got {weight}"));
+        }
+        let api_key = match (raw.api_key, raw.api_key_env) {
+            (Some(_), Some(_)) => {
+                errs.push("api_key and api_key_env: set one, not both".to_owned());
+                None
+            }
+            (Some(k), None) if k.trim().is_empty() => {
+                errs.push("api_key: must not be empty".to_owned());
+                None
+            }
+            (Some(k), None) => Some(Secret(k.trim().to_owned())),
+            (None, Some(var)) => match std::env::var(var.trim()) {
+                Ok(k) if !k.trim().is_empty() => Some(Secret(k.trim().to_owned())),
+                _ => {
+                    errs.push(format!(
+                        "api_key_env: environment variable {:?} is not set or empty",
+                        var.trim()
+                    ));
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let mut headers = Vec::new();
+        for (k, v) in raw.headers.unwrap_or_default() {
+            match parse_header(&k, &v) {
+                Ok(h) => headers.push(h),
+                Err(why) => errs.push(format!("headers.{k}: {why}")),
+            }
+        }
+        let timeouts = match raw.timeout {
+            None => BackendTimeouts::default(),
+            Some(t) => {
+                let mut secs = |field: &str, v: Option<u64>| match v {
+                    Some(0) => {
+                        errs.push(format!("timeout.{field}: must be at least 1 second"));
+                        None
+                    }
+                    other => other.map(Duration::from_secs),
+                };
+                BackendTimeouts {
+                    connect: secs("connect", t.connect),
+                    first_byte: secs("first_byte", t.first_byte),
+                    read: secs("read", t.read),
+                }
+            }
+        };
+        let proxy = raw.proxy.map(|p| p.trim().to_owned());
+        if let Some(p) = &proxy {
+            if let Err(why) = check_proxy(p) {
+                errs.push(format!("proxy: {why}"));
+            }
+        }
+        let mut ca_certs = Vec::new();
+        if let Some(file) = raw.ca_file {
+            match load_ca_file(&base_dir.join(file.trim())) {
+                Ok(certs) => ca_certs = certs,
+                Err(why) => errs.push(format!("ca_file: {why}")),
+            }
+        }
         if !errs.is_empty() {
             return Err(errs
                 .into_iter()
@@ -213,11 +384,25 @@ impl Backend {
         Ok(Backend {
             name,
             endpoint,
-            custom_model_id: raw.custom_model_id.trim().to_owned(),
-            target_model_id: raw.target_model_id.trim().to_owned(),
+            custom_model_id,
+            target,
             stream_mode,
             active,
+            weight,
+            api_key,
+            headers,
+            timeouts,
+            proxy,
+            ca_certs,
         })
+    }
+
+    /// The model id to send this backend for a client's `requested` id.
+    pub fn target_for<'a>(&'a self, requested: &'a str) -> &'a str {
+        match &self.target {
+            TargetModel::Fixed(t) => t,
+            TargetModel::Passthrough => requested,
+        }
     }
 
     /// The backend URL for an OpenAI API path such as `/chat/completions`: `endpoint` + `/v1` +
@@ -292,6 +477,32 @@ impl Server {
             ),
             read: secs("read_timeout", raw.read_timeout, defaults.read),
         };
+        let health_defaults = Health::default();
+        let cooldown = secs("cooldown", raw.cooldown, health_defaults.cooldown);
+        let max_cooldown = secs(
+            "max_cooldown",
+            raw.max_cooldown,
+            health_defaults.max_cooldown,
+        );
+
+        let max_attempts = raw.max_attempts.unwrap_or(health_defaults.max_attempts);
+        if !(1..=10).contains(&max_attempts) {
+            problems.push(format!(
+                "server.max_attempts: expected 1 to 10, got {max_attempts}"
+            ));
+        }
+        let failures_before_cooldown = raw
+            .failures_before_cooldown
+            .unwrap_or(health_defaults.failures_before_cooldown);
+        if failures_before_cooldown == 0 {
+            problems.push("server.failures_before_cooldown: must be at least 1".to_owned());
+        }
+        let health = Health {
+            max_attempts,
+            failures_before_cooldown,
+            cooldown,
+            max_cooldown,
+        };
 
         Server {
             bind,
@@ -301,6 +512,7 @@ impl Server {
             max_body_bytes,
             max_connections,
             timeouts,
+            health,
         }
     }
 }
@@ -350,6 +562,58 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Headers a backend entry may not set: ours to manage, or the key (use `api_key`).
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+fn parse_header(name: &str, value: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
+    let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| "not a valid header name".to_owned())?;
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err("set by the proxy (use api_key for authorization)".to_owned());
+    }
+    let value = http::HeaderValue::from_str(value.trim())
+        .map_err(|_| "value has characters a header cannot carry".to_owned())?;
+    Ok((name, value))
+}
+
+fn check_proxy(url: &str) -> Result<(), String> {
+    // The URL may carry credentials: name only its scheme in errors.
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("http" | "https" | "socks4" | "socks4a" | "socks5" | "socks") => {}
+        _ => {
+            return Err(
+                "expected a URL with scheme http, https, socks4, socks4a or socks5".to_owned(),
+            );
+        }
+    }
+    ureq::Proxy::new(url)
+        .map(|_| ())
+        .map_err(|_| "not a valid proxy URL".to_owned())
+}
+
+fn load_ca_file(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no CERTIFICATE block found", path.display()));
+    }
+    Ok(certs)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The file's raw shape.
 
@@ -357,6 +621,8 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     domain: Option<String>,
+    domains: Option<Vec<String>>,
+    access_keys: Option<Vec<String>>,
     #[serde(default)]
     apis: Vec<RawApi>,
     #[serde(default)]
@@ -369,11 +635,27 @@ struct RawApi {
     name: String,
     endpoint: String,
     custom_model_id: String,
-    target_model_id: String,
+    #[serde(default)]
+    target_model_id: Option<String>,
     #[serde(default)]
     stream_mode: Option<LenientBool>,
     #[serde(default)]
     active: Option<LenientBool>,
+    weight: Option<u32>,
+    api_key: Option<String>,
+    api_key_env: Option<String>,
+    headers: Option<std::collections::BTreeMap<String, String>>,
+    timeout: Option<RawBackendTimeouts>,
+    proxy: Option<String>,
+    ca_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackendTimeouts {
+    connect: Option<u64>,
+    first_byte: Option<u64>,
+    read: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -392,6 +674,10 @@ struct RawServer {
     connect_timeout: Option<u64>,
     first_byte_timeout: Option<u64>,
     read_timeout: Option<u64>,
+    max_attempts: Option<usize>,
+    failures_before_cooldown: Option<u32>,
+    cooldown: Option<u64>,
+    max_cooldown: Option<u64>,
 }
 
 /// A YAML boolean, or the quoted `"true"`/`"false"` strings the original CLI wrote. The original
@@ -536,5 +822,63 @@ server:
         let text = ORIGINAL.replace("name: \"qwen\"", "name: \"deepseek-r1\"");
         let err = parse(&text).unwrap_err();
         assert!(err[0].contains("used twice"), "{err:?}");
+    }
+
+    #[test]
+    fn backend_extras_are_validated_with_their_place() {
+        let text = r#"
+domains: [api.openai.com, "bad domain"]
+access_keys: [""]
+apis:
+  - name: a
+    endpoint: "https://a.example"
+    custom_model_id: m
+    target_model_id: t
+    weight: 0
+    api_key: k
+    api_key_env: K
+    headers: {Authorization: x, "Bad Header": y}
+    proxy: "ftp://p:1"
+    ca_file: no-such-file.pem
+    timeout: {first_byte: 0}
+  - name: b
+    endpoint: "https://b.example"
+    custom_model_id: m
+    api_key_env: TRAE_PROXY_SURELY_UNSET_VAR
+"#;
+        let problems = parse(text).unwrap_err().join("\n");
+        for needle in [
+            "domains[0]: \"api.openai.com\" is listed twice",
+            "domains[1]",
+            "access_keys[0]: must not be empty",
+            "weight: expected 1 to 1000",
+            "api_key and api_key_env: set one, not both",
+            "headers.Authorization: set by the proxy",
+            "headers.Bad Header: not a valid header name",
+            "proxy: expected a URL with scheme",
+            "ca_file: /etc/trae-proxy/no-such-file.pem",
+            "timeout.first_byte: must be at least 1 second",
+            "apis[1]: (name \"b\") api_key_env: environment variable \"TRAE_PROXY_SURELY_UNSET_VAR\" is not set",
+        ] {
+            assert!(
+                problems.contains(needle),
+                "missing {needle:?} in:\n{problems}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_never_show_in_debug_output() {
+        let text = ORIGINAL.replace(
+            "target_model_id: \"deepseek-reasoner\"",
+            "target_model_id: \"\"\n    api_key: sk-very-secret",
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.backends[0].target, TargetModel::Passthrough);
+        assert_eq!(
+            config.backends[0].api_key.as_ref().unwrap().expose(),
+            "sk-very-secret"
+        );
+        assert!(!format!("{config:?}").contains("sk-very-secret"));
     }
 }

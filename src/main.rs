@@ -1,13 +1,14 @@
 //! trae-proxy: a TLS-terminating OpenAI API proxy that maps model ids to any OpenAI-compatible
 //! backend and relays streams token by token.
 
+mod access;
 mod api_error;
 mod certs;
-mod chat;
 mod cli;
 mod config;
 mod error;
 mod files;
+mod forward;
 mod logging;
 mod proxy;
 mod route;

@@ -9,14 +9,16 @@ use http::{HeaderValue, Method, Request, StatusCode, header};
 use log::info;
 use serde_json::{Value, json};
 
+use crate::access::AccessKeys;
 use crate::api_error::ApiError;
-use crate::chat;
 use crate::config::Config;
+use crate::forward::{self, Endpoint};
 use crate::route::Router;
 use crate::server::{After, Handler, Responder};
 use crate::upstream::Upstream;
 
 pub struct Proxy {
+    access_keys: AccessKeys,
     pub router: Router,
     pub upstream: Upstream,
     /// `created` of every model in the list: when this proxy started.
@@ -26,8 +28,9 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(config: &Config) -> Self {
         Proxy {
+            access_keys: AccessKeys::new(config.access_keys.clone()),
             router: Router::new(config),
-            upstream: Upstream::new(&config.server.timeouts, config.server.workers),
+            upstream: Upstream::new(config),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -42,16 +45,20 @@ impl Proxy {
     ) -> io::Result<After> {
         let method = request.method();
         let path = request.uri().path();
+        if let Err(e) = self.access_keys.check(request.headers()) {
+            return access.error(responder, &e);
+        }
         match path {
-            "/v1/chat/completions" if method == Method::POST => {
-                chat::handle(self, request, responder, access)
-            }
-            "/v1/chat/completions" => access.not_allowed(responder, method, path, "POST"),
+            _ if Endpoint::from_path(path).is_some() => match Endpoint::from_path(path) {
+                Some(endpoint) if method == Method::POST => {
+                    forward::handle(self, endpoint, request, responder, access)
+                }
+                _ => access.not_allowed(responder, method, path, "POST"),
+            },
             "/v1/models" if method == Method::GET => {
                 let data: Vec<Value> = self
                     .router
                     .models()
-                    .iter()
                     .map(|b| self.model_object(&b.custom_model_id, &b.name))
                     .collect();
                 access.json(
@@ -62,7 +69,7 @@ impl Proxy {
             }
             _ if path.starts_with("/v1/models/") && method == Method::GET => {
                 let id = percent_decode(&path["/v1/models/".len()..]);
-                match self.router.pick(&id) {
+                match self.router.lookup(&id) {
                     Some(b) => access.json(
                         responder,
                         StatusCode::OK,
@@ -119,6 +126,8 @@ pub struct Access {
     pub backend: Option<String>,
     pub status: u16,
     pub bytes: u64,
+    /// Backends given up on before the one that answered.
+    pub failovers: u32,
 }
 
 impl Access {
@@ -162,12 +171,13 @@ impl Access {
     /// One key=value line per request; never a header, a key or a body.
     fn log(&self, request: &Request<Vec<u8>>, peer: SocketAddr, started: Instant, completed: bool) {
         info!(
-            "{} {} status={} model={} backend={} ms={} bytes={} peer={}{}",
+            "{} {} status={} model={} backend={} failovers={} ms={} bytes={} peer={}{}",
             request.method(),
             request.uri().path(),
             self.status,
             self.model.as_deref().unwrap_or("-"),
             self.backend.as_deref().unwrap_or("-"),
+            self.failovers,
             started.elapsed().as_millis(),
             self.bytes,
             peer,

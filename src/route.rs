@@ -1,49 +1,213 @@
-//! From the model a client names to the backend that serves it. Only active entries count.
-//! Unlike the original, an unknown model is an error: silently answering with another model is
-//! worse than failing (and may send the user's key to the wrong provider).
+//! From the model a client names to the backends that may serve it, in the order to try them.
+//!
+//! All active entries with the same `custom_model_id` form a pool. Each request starts at the
+//! member chosen by smooth weighted round-robin (nginx's algorithm: spread evenly, in proportion
+//! to `weight`), then falls over to the other members. Passive health: a member that fails
+//! `failures_before_cooldown` times in a row cools down (`cooldown`, doubling per further
+//! failure up to `max_cooldown`; a 429's `Retry-After` is honoured as given) and is skipped until
+//! then. When every member is cooling, the least recently failed ones are tried rather than
+//! refusing outright.
+//!
+//! Unlike the original, an unknown model is an error unless a catch-all entry
+//! (`custom_model_id: "*"`) exists: answering with another model silently is worse than failing.
 
-use crate::config::{Backend, Config};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use log::warn;
+
+use crate::config::{Backend, CATCH_ALL, Config, Health};
 
 pub struct Router {
-    /// Active backends in file order.
-    backends: Vec<Backend>,
+    pools: Vec<Pool>,
+    catch_all: Option<Pool>,
+    health: Health,
+}
+
+struct Pool {
+    members: Vec<Arc<Backend>>,
+    state: Mutex<Vec<MemberState>>,
+}
+
+#[derive(Default, Clone)]
+struct MemberState {
+    /// Smooth weighted round-robin's running weight.
+    current: i64,
+    consecutive_failures: u32,
+    cooling_until: Option<Instant>,
+    last_failure: Option<Instant>,
+    /// How many cool-downs in a row: the exponent of the back-off.
+    level: u32,
+}
+
+/// One backend to try for a request; report how it went with [`Router::succeeded`] or
+/// [`Router::failed`].
+pub struct Attempt<'r> {
+    pool: &'r Pool,
+    index: usize,
+}
+
+impl Attempt<'_> {
+    pub fn backend(&self) -> &Backend {
+        &self.pool.members[self.index]
+    }
 }
 
 impl Router {
     pub fn new(config: &Config) -> Self {
+        let mut pools: Vec<Pool> = Vec::new();
+        let mut catch_all: Option<Pool> = None;
+        for backend in config.active_backends() {
+            let member = Arc::new(backend.clone());
+            let pool = if backend.custom_model_id == CATCH_ALL {
+                catch_all.get_or_insert_with(Pool::empty)
+            } else if let Some(i) = pools
+                .iter()
+                .position(|p| p.members[0].custom_model_id == backend.custom_model_id)
+            {
+                &mut pools[i]
+            } else {
+                pools.push(Pool::empty());
+                let last = pools.len() - 1;
+                &mut pools[last]
+            };
+            pool.members.push(member);
+        }
+        for pool in pools.iter_mut().chain(catch_all.iter_mut()) {
+            pool.state = Mutex::new(vec![MemberState::default(); pool.members.len()]);
+        }
         Router {
-            backends: config.active_backends().cloned().collect(),
+            pools,
+            catch_all,
+            health: config.server.health,
         }
     }
 
-    /// The backend for `model`: the first active entry whose `custom_model_id` matches.
-    pub fn pick(&self, model: &str) -> Option<&Backend> {
-        self.backends.iter().find(|b| b.custom_model_id == model)
+    /// The backends to try for `model`, best first, at most `max_attempts`. `None` when no
+    /// entry serves the model.
+    pub fn plan(&self, model: &str) -> Option<Vec<Attempt<'_>>> {
+        let pool = self.pool_for(model)?;
+        let order = pool.order(Instant::now(), self.health.max_attempts);
+        Some(
+            order
+                .into_iter()
+                .map(|index| Attempt { pool, index })
+                .collect(),
+        )
     }
 
-    /// Each model id clients may use, once, in file order, with the entry that serves it.
-    pub fn models(&self) -> Vec<&Backend> {
-        let mut seen: Vec<&Backend> = Vec::new();
-        for b in &self.backends {
-            if !seen.iter().any(|s| s.custom_model_id == b.custom_model_id) {
-                seen.push(b);
+    pub fn succeeded(&self, attempt: &Attempt<'_>) {
+        let mut state = attempt.pool.lock();
+        let s = &mut state[attempt.index];
+        s.consecutive_failures = 0;
+        s.cooling_until = None;
+        s.level = 0;
+    }
+
+    /// Records a failure; `retry_after` (from a 429) sets the cool-down directly.
+    pub fn failed(&self, attempt: &Attempt<'_>, retry_after: Option<Duration>) {
+        let now = Instant::now();
+        let mut state = attempt.pool.lock();
+        let s = &mut state[attempt.index];
+        s.consecutive_failures += 1;
+        s.last_failure = Some(now);
+        let cool = match retry_after {
+            Some(d) => Some(d.min(self.health.max_cooldown)),
+            None if s.consecutive_failures >= self.health.failures_before_cooldown => {
+                let factor = 2u32.saturating_pow(s.level.min(16));
+                Some(
+                    self.health
+                        .cooldown
+                        .saturating_mul(factor)
+                        .min(self.health.max_cooldown),
+                )
             }
+            None => None,
+        };
+        if let Some(d) = cool {
+            s.cooling_until = Some(now + d);
+            s.level = s.level.saturating_add(1);
+            warn!(
+                "backend={:?} cooling down for {}s after {} consecutive failure(s)",
+                attempt.backend().name,
+                d.as_secs(),
+                s.consecutive_failures
+            );
         }
-        seen
+    }
+
+    /// The entry that answers for `model` in the model list, if it is listed.
+    pub fn lookup(&self, model: &str) -> Option<&Backend> {
+        self.pools
+            .iter()
+            .find(|p| p.members[0].custom_model_id == model)
+            .map(|p| p.members[0].as_ref())
+    }
+
+    /// Each listed model once, in file order, with its first entry. The catch-all is not listed.
+    pub fn models(&self) -> impl Iterator<Item = &Backend> {
+        self.pools.iter().map(|p| p.members[0].as_ref())
     }
 
     /// The ids for an error message, e.g. "a, b, c".
     pub fn model_list(&self) -> String {
-        let ids: Vec<&str> = self
-            .models()
-            .iter()
-            .map(|b| b.custom_model_id.as_str())
-            .collect();
+        let ids: Vec<&str> = self.models().map(|b| b.custom_model_id.as_str()).collect();
         if ids.is_empty() {
             "none (no active entry in apis)".to_owned()
         } else {
             ids.join(", ")
         }
+    }
+
+    fn pool_for(&self, model: &str) -> Option<&Pool> {
+        self.pools
+            .iter()
+            .find(|p| p.members[0].custom_model_id == model)
+            .or(self.catch_all.as_ref())
+    }
+}
+
+impl Pool {
+    fn empty() -> Pool {
+        Pool {
+            members: Vec::new(),
+            state: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<MemberState>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Member indices to try, in order.
+    fn order(&self, now: Instant, max: usize) -> Vec<usize> {
+        let mut state = self.lock();
+        let healthy: Vec<usize> = (0..self.members.len())
+            .filter(|&i| state[i].cooling_until.is_none_or(|t| t <= now))
+            .collect();
+        let mut order = Vec::with_capacity(self.members.len());
+        if healthy.is_empty() {
+            order.extend(0..self.members.len());
+            order.sort_by_key(|&i| state[i].last_failure);
+        } else {
+            let total: i64 = healthy
+                .iter()
+                .map(|&i| i64::from(self.members[i].weight))
+                .sum();
+            let mut best = healthy[0];
+            for &i in &healthy {
+                state[i].current += i64::from(self.members[i].weight);
+                if state[i].current > state[best].current {
+                    best = i;
+                }
+            }
+            state[best].current -= total;
+            // The chosen one first, then the other healthy members in file order after it.
+            let start = healthy.iter().position(|&i| i == best).unwrap_or(0);
+            order.extend(healthy[start..].iter().chain(&healthy[..start]));
+        }
+        order.truncate(max);
+        order
     }
 }
 
@@ -52,19 +216,80 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    #[test]
-    fn picks_first_active_entry_and_lists_each_model_once() {
-        let yaml = r#"
+    fn router(yaml: &str) -> Router {
+        Router::new(&Config::from_yaml(yaml, Path::new(".")).unwrap())
+    }
+
+    fn names(plan: &[Attempt<'_>]) -> Vec<String> {
+        plan.iter().map(|a| a.backend().name.clone()).collect()
+    }
+
+    const POOL: &str = r#"
 apis:
-  - {name: a, endpoint: "http://a", custom_model_id: m1, target_model_id: t1, active: false}
-  - {name: b, endpoint: "http://b", custom_model_id: m1, target_model_id: t2}
-  - {name: c, endpoint: "http://c", custom_model_id: m2, target_model_id: t3}
-  - {name: d, endpoint: "http://d", custom_model_id: m1, target_model_id: t4}
+  - {name: a, endpoint: "http://a", custom_model_id: m, target_model_id: t, weight: 3}
+  - {name: b, endpoint: "http://b", custom_model_id: m, target_model_id: t}
+  - {name: off, endpoint: "http://c", custom_model_id: m, target_model_id: t, active: false}
+  - {name: other, endpoint: "http://d", custom_model_id: n, target_model_id: t}
+server:
+  cooldown: 60
 "#;
-        let config = Config::from_yaml(yaml, Path::new(".")).unwrap();
-        let router = Router::new(&config);
-        assert_eq!(router.pick("m1").unwrap().name, "b");
-        assert!(router.pick("nope").is_none());
-        assert_eq!(router.model_list(), "m1, m2");
+
+    #[test]
+    fn smooth_weighted_round_robin_spreads_by_weight() {
+        let r = router(POOL);
+        let firsts: Vec<String> = (0..8)
+            .map(|_| names(&r.plan("m").unwrap())[0].clone())
+            .collect();
+        // nginx's smooth WRR for 3:1 interleaves rather than bunching: a a b a | a a b a.
+        assert_eq!(firsts, ["a", "a", "b", "a", "a", "a", "b", "a"]);
+        assert_eq!(
+            names(&r.plan("m").unwrap()).len(),
+            2,
+            "inactive entries are not in pools"
+        );
+    }
+
+    #[test]
+    fn failed_members_cool_down_and_come_back() {
+        let r = router(POOL);
+        let plan = r.plan("m").unwrap();
+        let a = plan.iter().find(|p| p.backend().name == "a").unwrap();
+        r.failed(a, None);
+        for _ in 0..5 {
+            assert_eq!(
+                names(&r.plan("m").unwrap()),
+                ["b"],
+                "a is skipped while cooling"
+            );
+        }
+        let plan = r.plan("m").unwrap();
+        r.failed(&plan[0], None);
+        // Both cooling: the least recently failed (a) is tried first, rather than nothing.
+        assert_eq!(names(&r.plan("m").unwrap()), ["a", "b"]);
+        let plan = r.plan("m").unwrap();
+        r.succeeded(&plan[0]);
+        assert_eq!(names(&r.plan("m").unwrap())[0], "a");
+    }
+
+    #[test]
+    fn catch_all_serves_unknown_models_but_is_not_listed() {
+        let r = router(
+            r#"
+apis:
+  - {name: known, endpoint: "http://a", custom_model_id: m, target_model_id: t}
+  - {name: any, endpoint: "http://b", custom_model_id: "*", target_model_id: "*"}
+"#,
+        );
+        assert_eq!(names(&r.plan("m").unwrap()), ["known"]);
+        let plan = r.plan("whatever").unwrap();
+        assert_eq!(names(&plan), ["any"]);
+        assert_eq!(plan[0].backend().target_for("whatever"), "whatever");
+        assert_eq!(r.model_list(), "m");
+        assert!(r.lookup("whatever").is_none());
+    }
+
+    #[test]
+    fn unknown_model_without_catch_all_has_no_plan() {
+        assert!(router(POOL).plan("nope").is_none());
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use log::{info, warn};
 
-use crate::certs::{self, CertPaths};
+use crate::certs::{self, CertPaths, LeafReason};
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::error::Error;
@@ -31,7 +31,10 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     let bound = listener.local_addr()?;
 
     let paths = CertPaths::new(&config.cert_dir, &config.domain);
-    let created = certs::ensure(&paths, &config.domain)?;
+    let names: Vec<String> = std::iter::once(config.domain.clone())
+        .chain(config.extra_domains.iter().cloned())
+        .collect();
+    let created = certs::ensure(&paths, &names)?;
     if created.ca {
         warn!(
             "created a new CA in {}: clients must trust {} (see the README, \"Trust the CA\")",
@@ -39,12 +42,19 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
             paths.ca_cert.display()
         );
     }
-    if created.leaf {
-        info!(
+    match &created.leaf {
+        None => {}
+        Some(LeafReason::Missing) => info!(
             "issued a certificate for {} in {}",
-            config.domain,
+            names.join(", "),
             paths.leaf_cert.display()
-        );
+        ),
+        // Replacing a leaf clients have seen is worth the operator's attention.
+        Some(reason) => warn!(
+            "issued a new certificate for {} in {}: {reason}",
+            names.join(", "),
+            paths.leaf_cert.display()
+        ),
     }
     for key in [&paths.ca_key, &paths.leaf_key] {
         if files::readable_by_others(key) {
@@ -58,6 +68,15 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     let resolver = Arc::new(CertResolver::new(tls::load_certified_key(&paths)?));
     let tls_config = tls::server_config(resolver)?;
 
+    let injects_keys = config.active_backends().any(|b| b.api_key.is_some());
+    if injects_keys && config.access_keys.is_empty() && !config.server.bind.is_loopback() {
+        warn!(
+            "OPEN RELAY: backends add their own API keys, no access_keys are set, and the proxy \
+             listens on {}: anyone who can reach it spends your keys. Set access_keys, or \
+             server.bind: 127.0.0.1",
+            config.server.bind
+        );
+    }
     if config.active_backends().next().is_none() {
         warn!("no active entry in apis: every chat request will be answered 404");
     }

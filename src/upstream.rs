@@ -2,7 +2,7 @@
 //! backend), which request headers go up, which response headers come back, and what a failure
 //! becomes for the client.
 //!
-//! The agent never decodes (no gzip feature; `Accept-Encoding` is not forwarded, so backends
+//! Agents never decode (no gzip feature; `Accept-Encoding` is not forwarded, so backends
 //! answer uncompressed bodies we can rewrite), never follows redirects, never turns a status
 //! into an error, and ignores `HTTPS_PROXY` and friends: the proxy's own environment must not
 //! silently reroute users' keys.
@@ -10,13 +10,17 @@
 use std::io;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
 use log::warn;
+use rustls::pki_types::CertificateDer;
 use ureq::config::AutoHeaderValue;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::{Agent, Body};
 
 use crate::api_error::ApiError;
-use crate::config::{Backend, Timeouts};
+use crate::config::{Backend, Config, Timeouts};
 
 pub type UpstreamResponse = http::Response<Body>;
 
@@ -44,38 +48,46 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// The agents: one shared by every backend with default settings, one of its own for each
+/// backend with a proxy, extra roots or different timeouts.
 pub struct Upstream {
-    agent: Agent,
+    shared: Agent,
+    own: HashMap<String, Agent>,
+    /// With access keys configured the client's `Authorization` is the proxy's key, not the
+    /// backend's: it must not travel on.
+    strip_client_auth: bool,
 }
 
 impl Upstream {
-    pub fn new(timeouts: &Timeouts, workers: usize) -> Self {
-        let config = Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .proxy(None)
-            .no_delay(true)
-            .user_agent(AutoHeaderValue::None)
-            .accept(AutoHeaderValue::None)
-            .accept_encoding(AutoHeaderValue::None)
-            .timeout_connect(Some(timeouts.connect))
-            .timeout_recv_response(Some(timeouts.first_byte))
-            // Per read, not per body: a generation may stream for many minutes, but a backend
-            // silent for this long is gone.
-            .timeout_per_read(Some(timeouts.read))
-            .timeout_per_write(Some(timeouts.read))
-            // Every worker may hold one connection per backend; keep them for reuse.
-            .max_idle_connections(workers.max(1) * 4)
-            .max_idle_connections_per_host(workers.max(1))
-            .max_idle_age(Duration::from_secs(50))
-            .build();
+    pub fn new(config: &Config) -> Self {
+        let server = &config.server;
+        let shared = agent(&server.timeouts, server.workers, None, &[]);
+        let own = config
+            .active_backends()
+            .filter(|b| b.proxy.is_some() || !b.ca_certs.is_empty() || !b.timeouts.is_default())
+            .map(|b| {
+                let t = Timeouts {
+                    connect: b.timeouts.connect.unwrap_or(server.timeouts.connect),
+                    first_byte: b.timeouts.first_byte.unwrap_or(server.timeouts.first_byte),
+                    read: b.timeouts.read.unwrap_or(server.timeouts.read),
+                    ..server.timeouts
+                };
+                (
+                    b.name.clone(),
+                    agent(&t, server.workers, b.proxy.as_deref(), &b.ca_certs),
+                )
+            })
+            .collect();
         Upstream {
-            agent: Agent::new_with_config(config),
+            shared,
+            own,
+            strip_client_auth: !config.access_keys.is_empty(),
         }
     }
 
-    /// POSTs `body` (JSON) to `backend` at `api_path`, with the client's forwardable headers.
-    /// Returns the response head with its body unread, or the client-facing error.
+    /// POSTs `body` (JSON) to `backend` at `api_path`, with the client's forwardable headers,
+    /// the backend's key and extra headers. Returns the response head with its body unread, or
+    /// the client-facing error.
     pub fn post_json(
         &self,
         backend: &Backend,
@@ -84,20 +96,78 @@ impl Upstream {
         body: Vec<u8>,
     ) -> Result<UpstreamResponse, ApiError> {
         let mut request = Request::post(backend.url_for(api_path));
-        for (name, value) in forwardable(client_headers) {
-            request = request.header(name, value);
+        if let Some(headers) = request.headers_mut() {
+            for (name, value) in forwardable(client_headers) {
+                headers.append(name.clone(), value.clone());
+            }
+            match &backend.api_key {
+                Some(key) => {
+                    let value = HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(
+                        |_| ApiError::internal("backend api_key is not a valid header value"),
+                    )?;
+                    headers.insert(header::AUTHORIZATION, value);
+                }
+                None if self.strip_client_auth => {
+                    headers.remove(header::AUTHORIZATION);
+                }
+                None => {}
+            }
+            for (name, value) in &backend.headers {
+                headers.insert(name.clone(), value.clone());
+            }
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
         }
-        request = request.header(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
         let request = request
             .body(body)
             .map_err(|_| ApiError::bad_gateway(&backend.name, "invalid backend URL"))?;
-        self.agent
-            .run(request)
-            .map_err(|e| classify(&backend.name, &e))
+        let agent = self.own.get(&backend.name).unwrap_or(&self.shared);
+        agent.run(request).map_err(|e| classify(&backend.name, &e))
     }
+}
+
+fn agent(
+    timeouts: &Timeouts,
+    workers: usize,
+    proxy: Option<&str>,
+    extra_roots: &[CertificateDer<'static>],
+) -> Agent {
+    let mut config = Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        // Validated at load; a proxy that cannot be parsed here is left out rather than
+        // silently replaced by the environment's.
+        .proxy(proxy.and_then(|p| ureq::Proxy::new(p).ok()))
+        .no_delay(true)
+        .user_agent(AutoHeaderValue::None)
+        .accept(AutoHeaderValue::None)
+        .accept_encoding(AutoHeaderValue::None)
+        .timeout_connect(Some(timeouts.connect))
+        .timeout_recv_response(Some(timeouts.first_byte))
+        // Per read, not per body: a generation may stream for many minutes, but a backend
+        // silent for this long is gone.
+        .timeout_per_read(Some(timeouts.read))
+        .timeout_per_write(Some(timeouts.read))
+        // Every worker may hold one connection per backend; keep them for reuse.
+        .max_idle_connections(workers.max(1) * 4)
+        .max_idle_connections_per_host(workers.max(1))
+        .max_idle_age(Duration::from_secs(50));
+    if !extra_roots.is_empty() {
+        // ca_file adds to the public roots rather than replacing them.
+        let roots: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .chain(extra_roots)
+            .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+        config = config.tls_config(
+            TlsConfig::builder()
+                .root_certs(RootCerts::new_with_certs(&roots))
+                .build(),
+        );
+    }
+    Agent::new_with_config(config.build())
 }
 
 /// The client's headers that go upstream: the named allow-list and `x-*`, minus hop-by-hop
@@ -152,6 +222,17 @@ pub fn classify(backend: &str, e: &ureq::Error) -> ApiError {
         }
         ureq::Error::Tls(_) | ureq::Error::Rustls(_) => {
             ApiError::bad_gateway(backend, "TLS handshake failed")
+        }
+        // rustls errors during the handshake arrive wrapped in io::Error.
+        ureq::Error::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) =>
+        {
+            ApiError::bad_gateway(
+                backend,
+                "TLS handshake failed (is its certificate trusted? see ca_file)",
+            )
         }
         ureq::Error::Protocol(_) => ApiError::bad_gateway(backend, "invalid HTTP response"),
         _ => ApiError::bad_gateway(backend, "connection failed"),

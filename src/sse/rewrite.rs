@@ -15,15 +15,38 @@ pub fn keep(event: &Event) -> bool {
     )
 }
 
-/// Replaces a JSON payload's top-level `model` with `client_model`; every other field keeps its
-/// place and value. `None` when the payload is not a JSON object with a `model` (sent as is).
-pub fn with_client_model(data: &str, client_model: &str) -> Option<String> {
-    let mut value: Value = serde_json::from_str(data).ok()?;
-    let model = value.as_object_mut()?.get_mut("model")?;
+/// Shows `client_model` in a reply or event: its top-level `model`, and the `model` of an
+/// embedded `response` object (Responses API events). Every other field keeps its place and
+/// value. Returns whether anything changed.
+pub fn set_client_model(value: &mut Value, client_model: &str) -> bool {
+    let Some(obj) = value.as_object_mut() else {
+        return false;
+    };
+    let mut changed = false;
+    if let Some(model) = obj.get_mut("response").and_then(|r| r.get_mut("model")) {
+        changed |= replace_model(model, client_model);
+    }
+    if let Some(model) = obj.get_mut("model") {
+        changed |= replace_model(model, client_model);
+    }
+    changed
+}
+
+fn replace_model(model: &mut Value, client_model: &str) -> bool {
     if model.as_str() == Some(client_model) {
-        return None;
+        return false;
     }
     *model = Value::String(client_model.to_owned());
+    true
+}
+
+/// [`set_client_model`] on an event's JSON text. `None` when nothing changes (not JSON, no
+/// model, or already the client's): the event is then sent as it came.
+pub fn with_client_model(data: &str, client_model: &str) -> Option<String> {
+    let mut value: Value = serde_json::from_str(data).ok()?;
+    if !set_client_model(&mut value, client_model) {
+        return None;
+    }
     serde_json::to_string(&value).ok()
 }
 
@@ -79,6 +102,14 @@ mod tests {
             r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"delta":{"content":"é \"q\"\n"}}]}"#
         );
         assert_eq!(with_client_model("[DONE]", "x"), None);
+        assert_eq!(
+            with_client_model(
+                r#"{"type":"response.created","response":{"id":"r","model":"b"}}"#,
+                "c"
+            )
+            .unwrap(),
+            r#"{"type":"response.created","response":{"id":"r","model":"c"}}"#
+        );
         assert_eq!(with_client_model(r#"{"choices":[]}"#, "x"), None);
     }
 

@@ -14,8 +14,10 @@ mod chat;
 mod compat;
 mod http;
 mod idle;
+mod routing;
 mod secrets;
 mod startup;
+mod tunnel;
 
 use harness::{Proxy, config_yaml};
 use mock::Mock;

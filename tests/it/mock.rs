@@ -10,10 +10,14 @@
 //! - `drop`: two stream events, then the connection is cut mid-body.
 //! - `hang`: reads the request and never answers.
 //!
+//! Other paths (`/v1/embeddings`, `/v1/responses`, `/v1/audio/speech`, ...) get a small reply of
+//! their kind; `status-*` models work there too. Any other model behaves as `chat`.
+//!
+//! `Mock::start_tls` serves the same over HTTPS with a certificate for `localhost`.
 //! Every request is recorded for assertions.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,10 +47,35 @@ impl Recorded {
 pub struct Mock {
     pub port: u16,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// PEM of the TLS mock's certificate (its own trust anchor).
+    pub cert_pem: Option<String>,
 }
 
 impl Mock {
     pub fn start() -> Mock {
+        Mock::spawn(None)
+    }
+
+    /// The same backend over HTTPS, with a self-signed certificate for `localhost`.
+    pub fn start_tls() -> Mock {
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = rustls::pki_types::CertificateDer::from(generated.cert.der().to_vec());
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+        let mut mock = Mock::spawn(Some(Arc::new(config)));
+        mock.cert_pem = Some(generated.cert.pem());
+        mock
+    }
+
+    fn spawn(tls: Option<Arc<rustls::ServerConfig>>) -> Mock {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -54,15 +83,30 @@ impl Mock {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
+                let _ = conn.set_nodelay(true);
                 let recorded = Arc::clone(&recorded);
-                std::thread::spawn(move || serve(conn, &recorded));
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => serve(conn, &recorded),
+                    Some(config) => {
+                        let server = rustls::ServerConnection::new(config).unwrap();
+                        serve(rustls::StreamOwned::new(server, conn), &recorded);
+                    }
+                });
             }
         });
-        Mock { port, requests }
+        Mock {
+            port,
+            requests,
+            cert_pem: None,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        match self.cert_pem {
+            None => format!("http://127.0.0.1:{}", self.port),
+            Some(_) => format!("https://localhost:{}", self.port),
+        }
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -134,34 +178,35 @@ fn canonical_chunks(include_usage: bool) -> Vec<Value> {
     chunks
 }
 
-fn serve(conn: TcpStream, recorded: &Mutex<Vec<Recorded>>) {
-    let _ = conn.set_nodelay(true);
-    let mut writer = conn.try_clone().unwrap();
+fn serve<S: Read + Write>(conn: S, recorded: &Mutex<Vec<Recorded>>) {
     let mut reader = BufReader::new(conn);
     loop {
         let Some(request) = read_request(&mut reader) else {
             return;
         };
+        let writer = reader.get_mut();
         recorded.lock().unwrap().push(request.clone());
         let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
         let model = body["model"].as_str().unwrap_or("").to_owned();
         let stream = body["stream"] == json!(true);
         let include_usage = body["stream_options"]["include_usage"] == json!(true);
         let keep_going = match model.as_str() {
+            m if !m.starts_with("status-") && request.path != "/v1/chat/completions" => {
+                other_endpoint(writer, &request.path, stream)
+            }
             "chat" | "chat-slow" | "chat-nodone" if stream => {
                 let gap = if model == "chat-slow" { 200 } else { 30 };
-                send_stream(&mut writer, include_usage, gap, model != "chat-nodone")
+                send_stream(writer, include_usage, gap, model != "chat-nodone")
             }
-            m if m.starts_with("chat") => send_json(&mut writer, 200, &[], &canonical_reply()),
-            "status-500" => send_json(&mut writer, 500, &[], &error_body("boom", "server_error")),
+            "status-500" => send_json(writer, 500, &[], &error_body("boom", "server_error")),
             "status-400" => send_json(
-                &mut writer,
+                writer,
                 400,
                 &[],
                 &error_body("bad messages", "invalid_request_error"),
             ),
             "status-429" => send_json(
-                &mut writer,
+                writer,
                 429,
                 &[("retry-after", "7")],
                 &error_body("slow down", "rate_limit_error"),
@@ -172,7 +217,7 @@ fn serve(conn: TcpStream, recorded: &Mutex<Vec<Recorded>>) {
                     "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
                 );
                 for chunk in canonical_chunks(false).iter().take(2) {
-                    write_chunk(&mut writer, &format!("data: {chunk}\n\n"));
+                    write_chunk(writer, &format!("data: {chunk}\n\n"));
                 }
                 false
             }
@@ -180,17 +225,63 @@ fn serve(conn: TcpStream, recorded: &Mutex<Vec<Recorded>>) {
                 std::thread::sleep(Duration::from_secs(30));
                 false
             }
-            _ => send_json(
-                &mut writer,
-                404,
-                &[],
-                &error_body("no such model", "invalid_request_error"),
-            ),
+            _ => send_json(writer, 200, &[], &canonical_reply()),
         };
         if !keep_going {
-            let _ = writer.shutdown(std::net::Shutdown::Both);
+            // Dropping the stream closes the connection, mid-body where the reply was cut.
             return;
         }
+    }
+}
+
+/// Replies for the endpoints other than chat completions.
+fn other_endpoint<W: Write>(w: &mut W, path: &str, stream: bool) -> bool {
+    match path {
+        "/v1/embeddings" => send_json(
+            w,
+            200,
+            &[],
+            &json!({"object": "list", "model": "upstream-model",
+                    "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -0.25]}],
+                    "usage": {"prompt_tokens": 2, "total_tokens": 2}}),
+        ),
+        "/v1/responses" if stream => {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+            if w.write_all(head.as_bytes()).is_err() {
+                return false;
+            }
+            for (name, data) in [
+                (
+                    "response.created",
+                    json!({"type": "response.created", "response": {"id": "resp_1", "model": "upstream-model"}}),
+                ),
+                (
+                    "response.output_text.delta",
+                    json!({"type": "response.output_text.delta", "delta": "Hi"}),
+                ),
+                (
+                    "response.completed",
+                    json!({"type": "response.completed", "response": {"id": "resp_1", "model": "upstream-model"}}),
+                ),
+            ] {
+                write_chunk(w, &format!("event: {name}\ndata: {data}\n\n"));
+            }
+            w.write_all(b"0\r\n\r\n").is_ok()
+        }
+        "/v1/audio/speech" => {
+            let audio = [0xffu8, 0xfb, 0x90, 0x00, 0x00, 0x01, 0x02];
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: audio/mpeg\r\ncontent-length: {}\r\n\r\n",
+                audio.len()
+            );
+            w.write_all(head.as_bytes()).is_ok() && w.write_all(&audio).is_ok()
+        }
+        _ => send_json(
+            w,
+            200,
+            &[],
+            &json!({"id": "x", "object": path.trim_start_matches("/v1/"), "model": "upstream-model"}),
+        ),
     }
 }
 
@@ -198,7 +289,7 @@ fn error_body(message: &str, kind: &str) -> Value {
     json!({"error": {"message": message, "type": kind, "code": null}})
 }
 
-fn send_json(w: &mut TcpStream, status: u16, extra: &[(&str, &str)], body: &Value) -> bool {
+fn send_json<W: Write>(w: &mut W, status: u16, extra: &[(&str, &str)], body: &Value) -> bool {
     let body = body.to_string();
     let mut head = format!(
         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
@@ -212,7 +303,7 @@ fn send_json(w: &mut TcpStream, status: u16, extra: &[(&str, &str)], body: &Valu
     w.write_all(head.as_bytes()).is_ok() && w.write_all(body.as_bytes()).is_ok()
 }
 
-fn send_stream(w: &mut TcpStream, include_usage: bool, gap_ms: u64, done: bool) -> bool {
+fn send_stream<W: Write>(w: &mut W, include_usage: bool, gap_ms: u64, done: bool) -> bool {
     let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\
                 x-request-id: req-456\r\n\r\n";
     if w.write_all(head.as_bytes()).is_err() {
@@ -233,12 +324,12 @@ fn send_stream(w: &mut TcpStream, include_usage: bool, gap_ms: u64, done: bool) 
     w.write_all(b"0\r\n\r\n").is_ok()
 }
 
-fn write_chunk(w: &mut TcpStream, data: &str) {
+fn write_chunk<W: Write>(w: &mut W, data: &str) {
     let _ = write!(w, "{:x}\r\n{data}\r\n", data.len());
     let _ = w.flush();
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Recorded> {
+fn read_request<R: Read>(reader: &mut BufReader<R>) -> Option<Recorded> {
     let mut line = String::new();
     if reader.read_line(&mut line).ok()? == 0 {
         return None;

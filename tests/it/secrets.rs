@@ -38,7 +38,7 @@ fn api_key_never_appears_in_logs_even_at_trace() {
         &proxy.ca_path(),
         format!("GARBAGE {SECRET}\r\nAuthorization: Bearer {SECRET}\r\n\r\n").as_bytes(),
     );
-    proxy.wait_for_log("model=- backend=- ms=");
+    proxy.wait_for_log("model=- backend=- failovers=0");
     let log = proxy.stop();
     assert!(
         log.contains("status=200 model=gpt-4o backend=chat-backend"),

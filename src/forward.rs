@@ -1,12 +1,19 @@
-//! `POST /v1/chat/completions`: route by model, rewrite the model, forward, and answer the client
-//! in the mode it asked for — relaying a stream event by event, converting when the backend's
-//! `stream_mode` forces the other mode, rewriting `model` so the client always sees its own id.
+//! The model-bearing endpoints (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+//! `/v1/responses`, `/v1/moderations`, `/v1/audio/speech`): route by `model` to a pool, rewrite
+//! the model, forward with failover, and answer the client in the mode it asked for — relaying
+//! a stream event by event, converting when a backend's `stream_mode` forces the other mode
+//! (chat completions), rewriting `model` so the client always sees its own id.
+//!
+//! Failover happens only before the client has received a byte: a backend that cannot be
+//! reached, times out before its response head, or answers 5xx or 429 hands the request to the
+//! next one in the pool. Other 4xx are the client's problem and are returned as they are.
 
 use std::io::{self, Read};
+use std::time::Duration;
 
 use http::{HeaderValue, Request, StatusCode, header};
-use log::debug;
-use serde_json::{Value, json};
+use log::{debug, warn};
+use serde_json::{Map, Value, json};
 
 use crate::api_error::ApiError;
 use crate::config::{Backend, StreamMode};
@@ -21,6 +28,61 @@ use crate::upstream::{self, UpstreamResponse};
 const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
 const READ_BUF: usize = 16 * 1024;
 
+/// A JSON endpoint that names a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Responses,
+    Moderations,
+    AudioSpeech,
+}
+
+impl Endpoint {
+    /// The endpoint for a request path under `/v1`.
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        Some(match path {
+            "/v1/chat/completions" => Endpoint::ChatCompletions,
+            "/v1/completions" => Endpoint::Completions,
+            "/v1/embeddings" => Endpoint::Embeddings,
+            "/v1/responses" => Endpoint::Responses,
+            "/v1/moderations" => Endpoint::Moderations,
+            "/v1/audio/speech" => Endpoint::AudioSpeech,
+            _ => return None,
+        })
+    }
+
+    /// The path after `/v1`, appended to a backend's endpoint.
+    fn api_path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Responses => "/responses",
+            Endpoint::Moderations => "/moderations",
+            Endpoint::AudioSpeech => "/audio/speech",
+        }
+    }
+
+    /// Only chat completions have a stream <-> JSON conversion (`stream_mode`).
+    fn converts_streams(self) -> bool {
+        self == Endpoint::ChatCompletions
+    }
+
+    /// The Responses API names every event (`response.created`, ...); the others name none,
+    /// and a named one there is a vendor extension clients choke on.
+    fn keeps_named_events(self) -> bool {
+        self == Endpoint::Responses
+    }
+
+    /// Chat and text completion streams end with `data: [DONE]`; Responses streams end with a
+    /// `response.completed` event and no `[DONE]`.
+    fn ends_with_done(self) -> bool {
+        self != Endpoint::Responses
+    }
+}
+
 /// What the client asked for, read before the body is rewritten.
 struct Ask {
     model: String,
@@ -30,38 +92,77 @@ struct Ask {
 
 pub fn handle(
     proxy: &Proxy,
+    endpoint: Endpoint,
     request: &Request<Vec<u8>>,
     responder: Responder<'_>,
     access: &mut Access,
 ) -> io::Result<After> {
-    let (backend, ask, body) = match prepare(proxy, request.body(), access) {
+    let (value, ask) = match parse(proxy, request.body()) {
         Ok(v) => v,
         Err(e) => return access.error(responder, &e),
     };
-    let response =
-        match proxy
-            .upstream
-            .post_json(backend, "/chat/completions", request.headers(), body)
-        {
-            Ok(r) => r,
+    access.model = Some(ask.model.clone());
+    let Some(plan) = proxy.router.plan(&ask.model) else {
+        let e = ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!(
+                "The model `{}` is not configured on this proxy. Available models: {}",
+                ask.model,
+                proxy.router.model_list()
+            ),
+        );
+        return access.error(responder, &e);
+    };
+    let mut last_error = ApiError::internal("no backend to try");
+    for (i, attempt) in plan.iter().enumerate() {
+        let backend = attempt.backend();
+        let is_last = i + 1 == plan.len();
+        access.backend = Some(backend.name.clone());
+        let body = match upstream_body(&value, &ask, backend, endpoint) {
+            Ok(b) => b,
             Err(e) => return access.error(responder, &e),
         };
-    answer(response, backend, &ask, responder, access)
+        match proxy
+            .upstream
+            .post_json(backend, endpoint.api_path(), request.headers(), body)
+        {
+            Err(e) => {
+                proxy.router.failed(attempt, None);
+                last_error = e;
+            }
+            Ok(response) => {
+                let status = response.status();
+                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                    proxy.router.failed(attempt, retry_after(&response));
+                    if !is_last {
+                        warn!("backend={:?} answered {status}; failing over", backend.name);
+                        access.failovers += 1;
+                        continue;
+                    }
+                } else {
+                    proxy.router.succeeded(attempt);
+                }
+                return answer(response, endpoint, backend, &ask, responder, access);
+            }
+        }
+        if !is_last {
+            access.failovers += 1;
+        }
+    }
+    access.error(responder, &last_error)
 }
 
-/// Parses the body, picks the backend, rewrites `model` (and `stream` when forced).
-fn prepare<'p>(
-    proxy: &'p Proxy,
-    body: &[u8],
-    access: &mut Access,
-) -> Result<(&'p Backend, Ask, Vec<u8>), ApiError> {
-    let mut value: Value = serde_json::from_slice(body).map_err(|e| {
+/// Parses the body: a JSON object with a `model`.
+fn parse(proxy: &Proxy, body: &[u8]) -> Result<(Value, Ask), ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::invalid_request(
             "invalid_json",
             format!("request body is not valid JSON: {e}"),
         )
     })?;
-    let obj = value.as_object_mut().ok_or_else(|| {
+    let obj = value.as_object().ok_or_else(|| {
         ApiError::invalid_request(
             "invalid_json",
             "request body must be a JSON object".to_owned(),
@@ -79,20 +180,6 @@ fn prepare<'p>(
             ));
         }
     };
-    access.model = Some(model.clone());
-    let backend = proxy.router.pick(&model).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "model_not_found",
-            format!(
-                "The model `{model}` is not configured on this proxy. Available models: {}",
-                proxy.router.model_list()
-            ),
-        )
-    })?;
-    access.backend = Some(backend.name.clone());
-
     let ask = Ask {
         stream: obj.get("stream") == Some(&Value::Bool(true)),
         include_usage: obj
@@ -101,11 +188,26 @@ fn prepare<'p>(
             == Some(&Value::Bool(true)),
         model,
     };
+    Ok((value, ask))
+}
+
+/// The body for one backend: its model id, and `stream` forced when its `stream_mode` says so.
+fn upstream_body(
+    value: &Value,
+    ask: &Ask,
+    backend: &Backend,
+    endpoint: Endpoint,
+) -> Result<Vec<u8>, ApiError> {
+    let mut value = value.clone();
+    let obj: &mut Map<String, Value> = value
+        .as_object_mut()
+        .ok_or_else(|| ApiError::internal("request body is not an object"))?;
     obj.insert(
         "model".into(),
-        Value::String(backend.target_model_id.clone()),
+        Value::String(backend.target_for(&ask.model).to_owned()),
     );
     let upstream_stream = match backend.stream_mode {
+        _ if !endpoint.converts_streams() => ask.stream,
         StreamMode::Client => ask.stream,
         StreamMode::ForceStream => true,
         StreamMode::ForceNonStream => false,
@@ -120,14 +222,20 @@ fn prepare<'p>(
             obj.remove("stream_options");
         }
     }
-    let body = serde_json::to_vec(&value)
-        .map_err(|e| ApiError::internal(&format!("cannot encode the request: {e}")))?;
-    Ok((backend, ask, body))
+    serde_json::to_vec(&value)
+        .map_err(|e| ApiError::internal(&format!("cannot encode the request: {e}")))
+}
+
+/// A 429's `Retry-After` in seconds (the HTTP-date form is rare from APIs and not used).
+fn retry_after(response: &UpstreamResponse) -> Option<Duration> {
+    let value = response.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// Answers the client from the backend's response, converting as needed.
 fn answer(
     response: UpstreamResponse,
+    endpoint: Endpoint,
     backend: &Backend,
     ask: &Ask,
     responder: Responder<'_>,
@@ -170,11 +278,11 @@ fn answer(
         };
     }
 
-    match (is_sse, ask.stream) {
+    match (is_sse, ask.stream || !endpoint.converts_streams()) {
         (true, true) => {
             headers.extend(sse_headers());
             let mut sink = responder.stream(status, headers)?;
-            let result = relay(&mut body, &mut sink, &ask.model, &backend.name);
+            let result = relay(&mut body, &mut sink, &ask.model, &backend.name, endpoint);
             access.bytes = sink.bytes;
             match result? {
                 Relay::Complete => sink.finish(),
@@ -201,7 +309,7 @@ fn answer(
                 access.bytes = raw.len() as u64;
                 return responder.send(status, headers, &raw);
             };
-            if stream {
+            if stream && endpoint.converts_streams() {
                 headers.extend(sse_headers());
                 let mut sink = responder.stream(status, headers)?;
                 let mut out = Vec::new();
@@ -213,9 +321,7 @@ fn answer(
                 access.bytes = sink.bytes;
                 sink.finish()
             } else {
-                if let Some(m) = reply.as_object_mut().and_then(|o| o.get_mut("model")) {
-                    *m = Value::String(ask.model.clone());
-                }
+                rewrite::set_client_model(&mut reply, &ask.model);
                 headers.push(json_header());
                 let bytes = to_vec(&reply);
                 access.bytes = bytes.len() as u64;
@@ -239,6 +345,7 @@ fn relay(
     sink: &mut BodyStream<'_>,
     client_model: &str,
     backend: &str,
+    endpoint: Endpoint,
 ) -> io::Result<Relay> {
     let mut parser = Parser::new();
     let mut items = Vec::new();
@@ -260,11 +367,25 @@ fn relay(
             fail_stream(sink, &err)?;
             return Ok(Relay::Failed);
         }
-        emit(&mut items, sink, client_model, &mut done, &mut out)?;
+        emit(
+            &mut items,
+            sink,
+            client_model,
+            endpoint,
+            &mut done,
+            &mut out,
+        )?;
     }
     parser.finish(&mut items);
-    emit(&mut items, sink, client_model, &mut done, &mut out)?;
-    if !done {
+    emit(
+        &mut items,
+        sink,
+        client_model,
+        endpoint,
+        &mut done,
+        &mut out,
+    )?;
+    if !done && endpoint.ends_with_done() {
         sink.write(b"data: [DONE]\n\n")?;
     }
     Ok(Relay::Complete)
@@ -274,6 +395,7 @@ fn emit(
     items: &mut Vec<Item>,
     sink: &mut BodyStream<'_>,
     client_model: &str,
+    endpoint: Endpoint,
     done: &mut bool,
     out: &mut Vec<u8>,
 ) -> io::Result<()> {
@@ -286,7 +408,9 @@ fn emit(
         out.clear();
         match item {
             Item::Comment(text) => rewrite::encode_comment(&text, out),
-            Item::Event(event) if !rewrite::keep(&event) => continue,
+            Item::Event(event) if !endpoint.keeps_named_events() && !rewrite::keep(&event) => {
+                continue;
+            }
             Item::Event(event) => {
                 if event.data.trim() == sse::DONE {
                     *done = true;

@@ -1,0 +1,104 @@
+//! Client authentication with the optional top-level `access_keys`: when the list is set, every
+//! request must carry one of them as `Authorization: Bearer <key>`. Keys are compared in
+//! constant time, so response timing does not reveal how much of a guess was right.
+
+use http::{HeaderMap, StatusCode, header};
+
+use crate::api_error::ApiError;
+use crate::config::Secret;
+
+pub struct AccessKeys(Vec<Secret>);
+
+impl AccessKeys {
+    pub fn new(keys: Vec<Secret>) -> Self {
+        AccessKeys(keys)
+    }
+
+    /// `Ok` when no keys are configured or the request carries one of them.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .and_then(|v| strip_bearer(v))
+            .unwrap_or_default();
+        // Compare against every key, without stopping at the first match.
+        let matched = self.0.iter().fold(false, |found, key| {
+            found | constant_time_eq(key.expose().as_bytes(), token)
+        });
+        if matched {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+                "Incorrect API key provided: this proxy requires one of its access keys as a Bearer token"
+                    .to_owned(),
+            ))
+        }
+    }
+}
+
+fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| rest.trim_ascii())
+}
+
+/// Equal contents, in time that depends only on the lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h
+    }
+
+    #[test]
+    fn accepts_any_configured_key_and_nothing_else() {
+        let keys = AccessKeys::new(vec![
+            Secret::from_config("alpha-key"),
+            Secret::from_config("beta-key"),
+        ]);
+        assert!(keys.check(&headers("Bearer alpha-key")).is_ok());
+        assert!(keys.check(&headers("bearer beta-key")).is_ok());
+        for bad in [
+            "Bearer alpha-ke",
+            "Bearer alpha-key2",
+            "alpha-key",
+            "Bearer ",
+            "Basic alpha-key",
+        ] {
+            let err = keys.check(&headers(bad)).unwrap_err();
+            assert_eq!(err.status, StatusCode::UNAUTHORIZED, "{bad}");
+            assert_eq!(err.code, "invalid_api_key");
+        }
+        assert!(keys.check(&HeaderMap::new()).is_err());
+        assert!(AccessKeys::new(Vec::new()).check(&HeaderMap::new()).is_ok());
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}
