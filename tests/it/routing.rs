@@ -441,3 +441,15 @@ fn extra_domains_are_in_the_certificate_and_an_old_leaf_is_reissued_for_them() {
         );
     }
 }
+
+#[test]
+fn open_relay_is_warned_about_only_when_it_is_one() {
+    let apis = r#"  - {name: k, endpoint: "http://127.0.0.1:9", custom_model_id: m, target_model_id: t, api_key: sk-x}"#;
+    let loopback = config_yaml("", apis, "");
+    let open = loopback.replace("bind: 127.0.0.1", "bind: 0.0.0.0");
+    let guarded = open.replace("apis:", "access_keys: [k1]\napis:");
+    let warned = |yaml: &str| Proxy::start(yaml).stop().contains("OPEN RELAY");
+    assert!(warned(&open));
+    assert!(!warned(&loopback));
+    assert!(!warned(&guarded));
+}
