@@ -33,8 +33,36 @@ impl Drop for TempDir {
     }
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_trae-proxy")
+/// The binary under test: this build's, or the one named by `TRAE_PROXY_TEST_BIN` (CI runs the
+/// suite against the static aarch64 build that way, under `TRAE_PROXY_TEST_RUNNER`, e.g.
+/// `qemu-aarch64-static`).
+pub fn binary() -> String {
+    std::env::var("TRAE_PROXY_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_trae-proxy").to_owned())
+}
+
+/// A command that runs the binary under test (through the runner when one is set).
+pub fn command() -> Command {
+    match std::env::var("TRAE_PROXY_TEST_RUNNER") {
+        Ok(runner) if !runner.is_empty() => {
+            let mut c = Command::new(runner);
+            c.arg(binary());
+            c
+        }
+        _ => Command::new(binary()),
+    }
+}
+
+/// The runner and binary as words, for wrapping in another command (setpriv).
+pub fn command_words() -> Vec<String> {
+    let mut words = Vec::new();
+    if let Ok(runner) = std::env::var("TRAE_PROXY_TEST_RUNNER") {
+        if !runner.is_empty() {
+            words.push(runner);
+        }
+    }
+    words.push(binary());
+    words
 }
 
 /// A running proxy.
@@ -63,7 +91,7 @@ impl Proxy {
     pub fn start_in(dir: TempDir, yaml: &str, env: &[(&str, &str)]) -> Proxy {
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, yaml).unwrap();
-        let mut cmd = Command::new(binary());
+        let mut cmd = command();
         // Run from elsewhere: paths in the config must resolve against its folder, not the cwd.
         cmd.current_dir("/")
             .arg("serve")
@@ -88,13 +116,14 @@ impl Proxy {
                 let mut line = String::new();
                 let mut sent = false;
                 while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    // Log first: a test reading the log once the port is known must see the line.
+                    log.lock().unwrap().push_str(&line);
                     if !sent {
                         if let Some(port) = listening_port(&line) {
                             let _ = tx.send(port);
                             sent = true;
                         }
                     }
-                    log.lock().unwrap().push_str(&line);
                     line.clear();
                 }
             });
@@ -177,7 +206,7 @@ fn listening_port(line: &str) -> Option<u16> {
 
 /// Runs the binary to completion with `args`; returns (exit code, stdout, stderr).
 pub fn run(args: &[&str], cwd: &Path) -> (i32, String, String) {
-    let mut child = Command::new(binary())
+    let mut child = command()
         .args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())

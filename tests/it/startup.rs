@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::harness::{Proxy, TempDir, binary, config_yaml, run};
+use crate::harness::{Proxy, TempDir, command, command_words, config_yaml, run};
 use crate::mock::Mock;
 use crate::standard_apis;
 
@@ -24,10 +24,10 @@ fn port_443_without_privilege_says_how_to_fix_it() {
             "--inh-caps=-all",
             "--bounding-set=-all",
         ])
-        .arg(binary());
+        .args(command_words());
         c
     } else {
-        Command::new(binary())
+        command()
     };
     let out = cmd
         .arg("serve")
@@ -117,4 +117,33 @@ fn usage_errors_exit_2_and_help_exits_0() {
     let (code, out, _) = run(&["serve", "--help"], std::path::Path::new("/"));
     assert_eq!(code, 0);
     assert!(out.contains("--config"), "{out}");
+}
+
+#[test]
+fn under_systemd_log_lines_carry_the_level_but_no_second_timestamp() {
+    let mock = Mock::start();
+    let yaml = config_yaml(&mock.url(), &standard_apis(), "");
+    let journal = Proxy::start_in(
+        TempDir::new("journal"),
+        &yaml,
+        &[("JOURNAL_STREAM", "8:12345")],
+    );
+    let line = journal
+        .log()
+        .lines()
+        .find(|l| l.contains("listening on"))
+        .unwrap()
+        .to_owned();
+    assert!(line.starts_with("INFO "), "{line}");
+    let plain = Proxy::start(&yaml);
+    let line = plain
+        .log()
+        .lines()
+        .find(|l| l.contains("listening on"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        line.starts_with("20") && line.contains(" INFO "),
+        "timestamped: {line}"
+    );
 }

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds fully static release binaries into dist/ without containers, the way
+# ../shared/cross-recipe.md verified: rustup's musl std plus Debian's cross gcc.
+#
+#   cross/build-static.sh                      # aarch64 and x86_64
+#   cross/build-static.sh aarch64-unknown-linux-musl
+#   INSTALL_DEPS=1 cross/build-static.sh       # first apt-get/rustup what it needs (root)
+#
+# Each binary must be statically linked; the aarch64 one must fit MAX_AARCH64_BYTES (the size
+# budget for small hosts).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MAX_AARCH64_BYTES=${MAX_AARCH64_BYTES:-2621440} # 2.5 MiB
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(aarch64-unknown-linux-musl x86_64-unknown-linux-musl)
+
+if [ "${INSTALL_DEPS:-0}" = 1 ]; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends \
+        musl-tools gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static file >/dev/null
+fi
+
+mkdir -p dist
+for target in "${targets[@]}"; do
+    rustup target add "$target" >/dev/null
+    cargo build --release --locked --target "$target"
+    bin="target/$target/release/trae-proxy"
+    description=$(file -b "$bin")
+    case "$description" in
+        *"statically linked"* | *"static-pie linked"*) ;;
+        *) echo "error: $bin is not statically linked: $description" >&2; exit 1 ;;
+    esac
+    size=$(stat -c %s "$bin")
+    printf '%s: %s bytes (%s KiB) — %s\n' "$target" "$size" "$((size / 1024))" "$description"
+    if [ "$target" = aarch64-unknown-linux-musl ] && [ "$size" -gt "$MAX_AARCH64_BYTES" ]; then
+        echo "error: aarch64 binary is $size bytes, over the budget of $MAX_AARCH64_BYTES" >&2
+        exit 1
+    fi
+    cp "$bin" "dist/trae-proxy-$target"
+done
