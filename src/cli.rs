@@ -23,7 +23,7 @@ pub enum Command {
 }
 
 /// Run the proxy (the default when no command is given).
-#[derive(FromArgs, Debug, Default)]
+#[derive(FromArgs, Debug, Default, Clone)]
 #[argh(subcommand, name = "serve")]
 pub struct ServeArgs {
     /// config file (default: ./config.yaml); paths inside it are relative to its folder

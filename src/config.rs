@@ -136,6 +136,8 @@ pub struct Server {
     pub max_connections: usize,
     pub timeouts: Timeouts,
     pub health: Health,
+    /// How long a stop signal waits for requests in flight. Defaults to 30 s.
+    pub shutdown_timeout: Duration,
 }
 
 /// Failover and passive health of backend pools.
@@ -484,6 +486,11 @@ impl Server {
             raw.max_cooldown,
             health_defaults.max_cooldown,
         );
+        let shutdown_timeout = secs(
+            "shutdown_timeout",
+            raw.shutdown_timeout,
+            Duration::from_secs(30),
+        );
 
         let max_attempts = raw.max_attempts.unwrap_or(health_defaults.max_attempts);
         if !(1..=10).contains(&max_attempts) {
@@ -513,6 +520,7 @@ impl Server {
             max_connections,
             timeouts,
             health,
+            shutdown_timeout,
         }
     }
 }
@@ -678,6 +686,7 @@ struct RawServer {
     failures_before_cooldown: Option<u32>,
     cooldown: Option<u64>,
     max_cooldown: Option<u64>,
+    shutdown_timeout: Option<u64>,
 }
 
 /// A YAML boolean, or the quoted `"true"`/`"false"` strings the original CLI wrote. The original

@@ -1,28 +1,26 @@
-//! `trae-proxy serve`: load the config, make sure certificates exist, bind, and serve.
+//! `trae-proxy serve`: load the config, bind, make sure certificates exist, and serve until a
+//! stop signal; SIGHUP reloads (`reload.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use log::{info, warn};
+use rustls::sign::CertifiedKey;
 
 use crate::certs::{self, CertPaths, LeafReason};
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::error::Error;
 use crate::files;
+use crate::lifecycle::{self, Lifecycle};
 use crate::logging;
 use crate::proxy::Proxy;
+use crate::reload::Live;
 use crate::server::{self, Settings};
 use crate::tls::{self, CertResolver};
 
 pub fn run(args: &ServeArgs) -> Result<(), Error> {
-    let mut config = Config::load(&args.config)?;
-    if let Some(port) = args.port {
-        config.server.port = port;
-    }
-    if let Some(bind) = args.bind {
-        config.server.bind = bind;
-    }
+    let config = load_config(args)?;
     logging::init(config.server.debug);
     // Bind first: without privilege for port 443 this is the likeliest first-run failure, and
     // it should be reported before any file is created.
@@ -30,6 +28,45 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     let listener = server::bind(addr)?;
     let bound = listener.local_addr()?;
 
+    let resolver = Arc::new(CertResolver::new(certified_key(&config)?));
+    let tls_config = tls::server_config(Arc::clone(&resolver))?;
+    warn_about(&config);
+    info!(
+        "listening on {bound} as {} with {} workers; models: {}",
+        config.domain,
+        config.server.workers,
+        crate::route::Router::new(&config).model_list()
+    );
+
+    let settings = Settings {
+        workers: config.server.workers,
+        max_connections: config.server.max_connections,
+        max_body_bytes: config.server.max_body_bytes,
+        timeouts: config.server.timeouts,
+        shutdown_timeout: config.server.shutdown_timeout,
+    };
+    let proxy = Arc::new(Proxy::new(&config));
+    let live = Arc::new(Live::new(args.clone(), config, proxy, resolver));
+    let lifecycle = Arc::new(Lifecycle::default());
+    let reloader = Arc::clone(&live);
+    lifecycle::watch(Arc::clone(&lifecycle), move || reloader.reload())?;
+    server::run(listener, tls_config, live, settings, lifecycle)
+}
+
+/// The config file with the command line's overrides applied.
+pub fn load_config(args: &ServeArgs) -> Result<Config, Error> {
+    let mut config = Config::load(&args.config)?;
+    if let Some(port) = args.port {
+        config.server.port = port;
+    }
+    if let Some(bind) = args.bind {
+        config.server.bind = bind;
+    }
+    Ok(config)
+}
+
+/// Creates what is missing or stale in the certificate folder, then loads the chain to serve.
+pub fn certified_key(config: &Config) -> Result<CertifiedKey, Error> {
     let paths = CertPaths::new(&config.cert_dir, &config.domain);
     let names: Vec<String> = std::iter::once(config.domain.clone())
         .chain(config.extra_domains.iter().cloned())
@@ -65,9 +102,11 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
             );
         }
     }
-    let resolver = Arc::new(CertResolver::new(tls::load_certified_key(&paths)?));
-    let tls_config = tls::server_config(resolver)?;
+    tls::load_certified_key(&paths)
+}
 
+/// Configurations that work but are probably not what the operator wants.
+pub fn warn_about(config: &Config) {
     let injects_keys = config.active_backends().any(|b| b.api_key.is_some());
     if injects_keys && config.access_keys.is_empty() && !config.server.bind.is_loopback() {
         warn!(
@@ -78,21 +117,6 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         );
     }
     if config.active_backends().next().is_none() {
-        warn!("no active entry in apis: every chat request will be answered 404");
+        warn!("no active entry in apis: every model request will be answered 404");
     }
-    info!(
-        "listening on {bound} as {} with {} workers; models: {}",
-        config.domain,
-        config.server.workers,
-        crate::route::Router::new(&config).model_list()
-    );
-
-    let settings = Settings {
-        workers: config.server.workers,
-        max_connections: config.server.max_connections,
-        max_body_bytes: config.server.max_body_bytes,
-        timeouts: config.server.timeouts,
-    };
-    let proxy = Arc::new(Proxy::new(&config));
-    server::run(listener, tls_config, proxy, settings)
 }

@@ -28,6 +28,17 @@ impl CertResolver {
     }
 }
 
+impl CertResolver {
+    /// Later handshakes use `key`; established connections keep theirs.
+    pub fn replace(&self, key: CertifiedKey) {
+        let mut slot = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = Arc::new(key);
+    }
+}
+
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let slot = self

@@ -21,12 +21,14 @@ pub mod respond;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use exchange::Handler;
 pub use respond::{After, BodyStream, Headers, Responder};
 
 use crate::config::Timeouts;
 use crate::error::Error;
+use crate::lifecycle::Lifecycle;
 
 /// Largest request head (request line and headers) accepted; more is answered with 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -38,6 +40,8 @@ pub struct Settings {
     pub max_connections: usize,
     pub max_body_bytes: u64,
     pub timeouts: Timeouts,
+    /// How long a graceful stop waits for requests in flight.
+    pub shutdown_timeout: Duration,
 }
 
 /// Binds `addr` (port 0 picks a free port). Separate from [`run`] so that the caller can
@@ -46,15 +50,23 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })
 }
 
-/// Serves until the process ends.
+/// Serves until `lifecycle` says stop and the requests in flight are done (or
+/// `shutdown_timeout` has passed).
 pub fn run(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     handler: Arc<dyn Handler>,
     settings: Settings,
+    lifecycle: Arc<Lifecycle>,
 ) -> Result<(), Error> {
     let queue = Arc::new(pool::WorkQueue::default());
-    let mut parking = parking::Parking::new(listener, tls, Arc::clone(&queue), &settings)?;
-    pool::spawn_workers(&settings, queue, handler, parking.returns())?;
+    let mut parking = parking::Parking::new(
+        listener,
+        tls,
+        Arc::clone(&queue),
+        &settings,
+        Arc::clone(&lifecycle),
+    )?;
+    pool::spawn_workers(&settings, queue, handler, parking.returns(), lifecycle)?;
     parking.run()
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::ServerConnection;
@@ -26,17 +26,23 @@ use super::respond::raw_error;
 use super::{MAX_HEAD_BYTES, Settings};
 use crate::api_error::ApiError;
 use crate::error::Error;
+use crate::lifecycle::Lifecycle;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_CONN: usize = 2;
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// While draining, how often to look whether the last request has finished.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// Log the connection cap at most this often, so a flood does not flood the log too.
 const CAP_WARN_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Parking {
     poll: Poll,
-    listener: TcpListener,
+    /// `None` once stopping: dropping it closes the port to new connections.
+    listener: Option<TcpListener>,
+    lifecycle: Arc<Lifecycle>,
+    shutdown_timeout: Duration,
     tls: Arc<rustls::ServerConfig>,
     queue: Arc<WorkQueue>,
     returns_tx: mpsc::Sender<Conn>,
@@ -74,6 +80,7 @@ impl Parking {
         tls: Arc<rustls::ServerConfig>,
         queue: Arc<WorkQueue>,
         settings: &Settings,
+        lifecycle: Arc<Lifecycle>,
     ) -> Result<Self, Error> {
         let poll = Poll::new()?;
         listener.set_nonblocking(true)?;
@@ -83,10 +90,13 @@ impl Parking {
             Interest::READABLE,
         )?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        lifecycle.set_waker(Arc::clone(&waker));
         let (returns_tx, returns_rx) = mpsc::channel();
         Ok(Parking {
             poll,
-            listener,
+            listener: Some(listener),
+            lifecycle,
+            shutdown_timeout: settings.shutdown_timeout,
             tls,
             queue,
             returns_tx,
@@ -109,11 +119,35 @@ impl Parking {
         }
     }
 
+    /// Runs until stopped and drained.
     pub fn run(&mut self) -> Result<(), Error> {
         let mut events = Events::with_capacity(256);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        let mut drain_deadline: Option<Instant> = None;
         loop {
-            let timeout = next_sweep.saturating_duration_since(Instant::now());
+            if self.lifecycle.stopping() {
+                let deadline = *drain_deadline.get_or_insert_with(|| {
+                    self.begin_drain();
+                    Instant::now() + self.shutdown_timeout
+                });
+                let running = self.queue.in_flight();
+                if running == 0 {
+                    info!("all requests finished; exiting");
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    warn!(
+                        "{running} request(s) still running after server.shutdown_timeout ({}s); exiting",
+                        self.shutdown_timeout.as_secs()
+                    );
+                    return Ok(());
+                }
+            }
+            let timeout = if drain_deadline.is_some() {
+                DRAIN_POLL
+            } else {
+                next_sweep.saturating_duration_since(Instant::now())
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -134,9 +168,28 @@ impl Parking {
         }
     }
 
+    /// Stops accepting and closes every parked connection: none has a request in flight.
+    fn begin_drain(&mut self) {
+        if let Some(listener) = self.listener.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&listener.as_raw_fd()));
+        }
+        for index in 0..self.parked.len() {
+            if let Some(mut parked) = self.unpark(index) {
+                parked.conn.tls.send_close_notify();
+                let _ = parked.conn.tls.write_tls(&mut parked.conn.sock);
+            }
+        }
+    }
+
     fn accept_all(&mut self) {
         loop {
-            let (sock, peer) = match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (sock, peer) = match listener.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -181,7 +234,12 @@ impl Parking {
 
     /// Connections the workers kept alive.
     fn take_returns(&mut self) {
-        while let Ok(conn) = self.returns_rx.try_recv() {
+        while let Ok(mut conn) = self.returns_rx.try_recv() {
+            if self.lifecycle.stopping() {
+                conn.tls.send_close_notify();
+                let _ = conn.tls.write_tls(&mut conn.sock);
+                continue;
+            }
             let deadline = Instant::now()
                 + if conn.buf.is_empty() {
                     self.idle_timeout

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::Shutdown;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use super::conn::Conn;
 use super::exchange::{self, Handler};
 use super::respond::After;
 use crate::error::Error;
+use crate::lifecycle::Lifecycle;
 
 /// Connections with a complete request head, waiting for a worker. Its length is bounded by
 /// `server.max_connections`, since every queued connection holds a slot.
@@ -27,12 +29,23 @@ use crate::error::Error;
 pub struct WorkQueue {
     items: Mutex<VecDeque<Conn>>,
     ready: Condvar,
+    /// Connections queued or being served: what a graceful stop waits for.
+    in_flight: AtomicUsize,
 }
 
 impl WorkQueue {
     pub fn push(&self, conn: Conn) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         lock(&self.items).push_back(conn);
         self.ready.notify_one();
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    fn done(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn pop(&self) -> Conn {
@@ -70,12 +83,14 @@ pub fn spawn_workers(
     queue: Arc<WorkQueue>,
     handler: Arc<dyn Handler>,
     returns: Returns,
+    lifecycle: Arc<Lifecycle>,
 ) -> Result<(), Error> {
     for i in 0..settings.workers {
         let queue = Arc::clone(&queue);
         let handler = Arc::clone(&handler);
         let returns = returns.clone();
         let settings = settings.clone();
+        let lifecycle = Arc::clone(&lifecycle);
         std::thread::Builder::new()
             .name(format!("worker-{i}"))
             // Parsing JSON nests up to serde_json's limit of 128 levels; 1 MiB leaves room even
@@ -86,8 +101,9 @@ pub fn spawn_workers(
                     let conn = queue.pop();
                     let peer = conn.peer;
                     let served = catch_unwind(AssertUnwindSafe(|| {
-                        serve_connection(conn, &settings, handler.as_ref())
+                        serve_connection(conn, &settings, handler.as_ref(), &lifecycle)
                     }));
+                    queue.done();
                     match served {
                         Ok(Some(conn)) => returns.park(conn),
                         Ok(None) => {}
@@ -104,7 +120,12 @@ pub fn spawn_workers(
 
 /// Serves requests on `conn` while complete heads are buffered. Returns the connection when it
 /// should be parked to wait for the next request, `None` when it was closed.
-fn serve_connection(mut conn: Conn, settings: &Settings, handler: &dyn Handler) -> Option<Conn> {
+fn serve_connection(
+    mut conn: Conn,
+    settings: &Settings,
+    handler: &dyn Handler,
+    lifecycle: &Lifecycle,
+) -> Option<Conn> {
     let io_timeout = Some(settings.timeouts.client_io);
     if let Err(e) = conn
         .sock
@@ -127,6 +148,11 @@ fn serve_connection(mut conn: Conn, settings: &Settings, handler: &dyn Handler) 
             )
         };
         match after {
+            // Stopping: the response is complete; no further request on this connection.
+            Ok(After::KeepAlive) if lifecycle.stopping() => {
+                close(conn);
+                return None;
+            }
             Ok(After::KeepAlive) => {}
             Ok(After::Close) => {
                 close(conn);
@@ -196,7 +222,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use std::io::Write;
     use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicBool;
 
     use http::{Request, StatusCode};
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -284,12 +310,14 @@ mod tests {
             max_connections: 10,
             max_body_bytes: 1024,
             timeouts: Timeouts::default(),
+            shutdown_timeout: Duration::from_secs(1),
         };
         spawn_workers(
             &settings,
             Arc::clone(&queue),
             Arc::new(PanicOnce(AtomicBool::new(false))),
             returns,
+            Arc::new(Lifecycle::default()),
         )
         .unwrap();
         let open = Arc::new(AtomicUsize::new(0));
@@ -323,5 +351,6 @@ mod tests {
             String::from_utf8_lossy(&answers[1])
         );
         assert_eq!(open.load(Ordering::SeqCst), 0, "both slots were given back");
+        assert_eq!(queue.in_flight(), 0, "nothing counted as still running");
     }
 }

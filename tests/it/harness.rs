@@ -189,6 +189,33 @@ impl Proxy {
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+
+    /// Sends a signal by name ("TERM", "HUP", ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The exit code, if the process ends within `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Replaces the config file (for a reload).
+    pub fn write_config(&self, yaml: &str) {
+        std::fs::write(self.dir().join("config.yaml"), yaml).unwrap();
+    }
 }
 
 impl Drop for Proxy {

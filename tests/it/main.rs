@@ -14,6 +14,7 @@ mod chat;
 mod compat;
 mod http;
 mod idle;
+mod lifecycle;
 mod routing;
 mod secrets;
 mod startup;

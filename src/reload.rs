@@ -1,0 +1,127 @@
+//! The running configuration, and replacing it on SIGHUP. A reload reads the config file again,
+//! brings the certificates up to date and builds a new router and upstream agents; only when all
+//! of that succeeded does it swap them in. New requests then use the new configuration; requests
+//! in flight (streams included) finish with the one they started with. A config or certificate
+//! that fails is logged and the running configuration stays.
+//!
+//! Settings of the listener and the worker pool (`server.port`, `bind`, `workers`, connection
+//! limits and client timeouts, `debug`) need a restart; a reload that changes them says so.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use http::Request;
+use log::{error, info, warn};
+
+use crate::cli::ServeArgs;
+use crate::config::Config;
+use crate::error::Error;
+use crate::proxy::Proxy;
+use crate::serve;
+use crate::server::{After, Handler, Responder};
+use crate::tls::CertResolver;
+
+pub struct Live {
+    args: ServeArgs,
+    proxy: RwLock<Arc<Proxy>>,
+    resolver: Arc<CertResolver>,
+    /// The configuration in use, to compare a reload with.
+    running: Mutex<Config>,
+}
+
+impl Live {
+    pub fn new(
+        args: ServeArgs,
+        config: Config,
+        proxy: Arc<Proxy>,
+        resolver: Arc<CertResolver>,
+    ) -> Self {
+        Live {
+            args,
+            proxy: RwLock::new(proxy),
+            resolver,
+            running: Mutex::new(config),
+        }
+    }
+
+    /// Reloads, logging the outcome; never fails the running server.
+    pub fn reload(&self) {
+        match self.try_reload() {
+            Ok(()) => {}
+            Err(e) => error!(
+                "reload of {} failed; the running configuration stays: {e}",
+                self.args.config.display()
+            ),
+        }
+    }
+
+    fn try_reload(&self) -> Result<(), Error> {
+        let config = serve::load_config(&self.args)?;
+        let key = serve::certified_key(&config)?;
+        let proxy = Arc::new(Proxy::new(&config));
+        serve::warn_about(&config);
+
+        self.resolver.replace(key);
+        *self.proxy.write().unwrap_or_else(|p| p.into_inner()) = proxy;
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        for setting in needs_restart(&running, &config) {
+            warn!("reload: {setting} changed; restart the proxy to apply it");
+        }
+        info!(
+            "reloaded {}; models: {}",
+            self.args.config.display(),
+            crate::route::Router::new(&config).model_list()
+        );
+        *running = config;
+        Ok(())
+    }
+}
+
+impl Handler for Live {
+    fn handle(
+        &self,
+        request: Request<Vec<u8>>,
+        peer: SocketAddr,
+        responder: Responder<'_>,
+    ) -> io::Result<After> {
+        // The request keeps this configuration to its end, whatever a reload does meanwhile.
+        let proxy = Arc::clone(&self.proxy.read().unwrap_or_else(|p| p.into_inner()));
+        proxy.handle(request, peer, responder)
+    }
+}
+
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.server, &new.server);
+    let mut changed = Vec::new();
+    let checks: [(&'static str, bool); 8] = [
+        ("server.port", a.port != b.port),
+        ("server.bind", a.bind != b.bind),
+        ("server.workers", a.workers != b.workers),
+        (
+            "server.max_connections",
+            a.max_connections != b.max_connections,
+        ),
+        (
+            "server.max_body_bytes",
+            a.max_body_bytes != b.max_body_bytes,
+        ),
+        ("server.debug", a.debug != b.debug),
+        (
+            "server timeouts for clients",
+            a.timeouts.request_head != b.timeouts.request_head
+                || a.timeouts.idle != b.timeouts.idle
+                || a.timeouts.client_io != b.timeouts.client_io,
+        ),
+        (
+            "server.shutdown_timeout",
+            a.shutdown_timeout != b.shutdown_timeout,
+        ),
+    ];
+    for (name, differs) in checks {
+        if differs {
+            changed.push(name);
+        }
+    }
+    changed
+}
