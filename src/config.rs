@@ -138,6 +138,8 @@ pub struct Server {
     pub health: Health,
     /// How long a stop signal waits for requests in flight. Defaults to 30 s.
     pub shutdown_timeout: Duration,
+    /// `server.admin_bind`: where `/healthz` and `/metrics` are served (plain HTTP), if anywhere.
+    pub admin_bind: Option<std::net::SocketAddr>,
 }
 
 /// Failover and passive health of backend pools.
@@ -492,6 +494,16 @@ impl Server {
             Duration::from_secs(30),
         );
 
+        let admin_bind = raw.admin_bind.as_deref().and_then(|text| {
+            text.trim()
+                .parse()
+                .map_err(|_| {
+                    problems.push(format!(
+                        "server.admin_bind: expected an address with port such as 127.0.0.1:9090, got {text:?}"
+                    ));
+                })
+                .ok()
+        });
         let max_attempts = raw.max_attempts.unwrap_or(health_defaults.max_attempts);
         if !(1..=10).contains(&max_attempts) {
             problems.push(format!(
@@ -521,6 +533,7 @@ impl Server {
             timeouts,
             health,
             shutdown_timeout,
+            admin_bind,
         }
     }
 }
@@ -687,6 +700,7 @@ struct RawServer {
     cooldown: Option<u64>,
     max_cooldown: Option<u64>,
     shutdown_timeout: Option<u64>,
+    admin_bind: Option<String>,
 }
 
 /// A YAML boolean, or the quoted `"true"`/`"false"` strings the original CLI wrote. The original

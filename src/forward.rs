@@ -9,7 +9,7 @@
 //! next one in the pool. Other 4xx are the client's problem and are returned as they are.
 
 use std::io::{self, Read};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, StatusCode, header};
 use log::{debug, warn};
@@ -120,10 +120,12 @@ pub fn handle(
         let backend = attempt.backend();
         let is_last = i + 1 == plan.len();
         access.backend = Some(backend.name.clone());
+        access.route = Some(backend.custom_model_id.clone());
         let body = match upstream_body(&value, &ask, backend, endpoint) {
             Ok(b) => b,
             Err(e) => return access.error(responder, &e),
         };
+        let sent = Instant::now();
         match proxy
             .upstream
             .post_json(backend, endpoint.api_path(), request.headers(), body)
@@ -133,6 +135,7 @@ pub fn handle(
                 last_error = e;
             }
             Ok(response) => {
+                access.ttfb = Some(sent.elapsed());
                 let status = response.status();
                 if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
                     proxy.router.failed(attempt, retry_after(&response));
@@ -282,7 +285,14 @@ fn answer(
         (true, true) => {
             headers.extend(sse_headers());
             let mut sink = responder.stream(status, headers)?;
-            let result = relay(&mut body, &mut sink, &ask.model, &backend.name, endpoint);
+            let result = relay(
+                &mut body,
+                &mut sink,
+                &ask.model,
+                &backend.name,
+                endpoint,
+                access,
+            );
             access.bytes = sink.bytes;
             match result? {
                 Relay::Complete => sink.finish(),
@@ -291,6 +301,7 @@ fn answer(
         }
         (true, false) => match aggregate(&mut body, &ask.model, &backend.name) {
             Ok(reply) => {
+                access.take_usage(&reply);
                 headers.push(json_header());
                 let bytes = to_vec(&reply);
                 access.bytes = bytes.len() as u64;
@@ -309,6 +320,7 @@ fn answer(
                 access.bytes = raw.len() as u64;
                 return responder.send(status, headers, &raw);
             };
+            access.take_usage(&reply);
             if stream && endpoint.converts_streams() {
                 headers.extend(sse_headers());
                 let mut sink = responder.stream(status, headers)?;
@@ -346,6 +358,7 @@ fn relay(
     client_model: &str,
     backend: &str,
     endpoint: Endpoint,
+    access: &mut Access,
 ) -> io::Result<Relay> {
     let mut parser = Parser::new();
     let mut items = Vec::new();
@@ -374,6 +387,7 @@ fn relay(
             endpoint,
             &mut done,
             &mut out,
+            access,
         )?;
     }
     parser.finish(&mut items);
@@ -384,6 +398,7 @@ fn relay(
         endpoint,
         &mut done,
         &mut out,
+        access,
     )?;
     if !done && endpoint.ends_with_done() {
         sink.write(b"data: [DONE]\n\n")?;
@@ -398,6 +413,7 @@ fn emit(
     endpoint: Endpoint,
     done: &mut bool,
     out: &mut Vec<u8>,
+    access: &mut Access,
 ) -> io::Result<()> {
     for item in items.drain(..) {
         if *done {
@@ -423,6 +439,12 @@ fn emit(
                         out,
                     );
                 } else {
+                    // Usage comes in one late chunk; parse only the event that may carry it.
+                    if event.data.contains("\"usage\"") {
+                        if let Ok(value) = serde_json::from_str::<Value>(&event.data) {
+                            access.take_usage(&value);
+                        }
+                    }
                     let rewritten = rewrite::with_client_model(&event.data, client_model);
                     rewrite::encode(&event, rewritten.as_deref(), out);
                 }

@@ -2,6 +2,7 @@
 //! backend and relays streams token by token.
 
 mod access;
+mod admin;
 mod api_error;
 mod certs;
 mod cli;
@@ -11,6 +12,7 @@ mod files;
 mod forward;
 mod lifecycle;
 mod logging;
+mod metrics;
 mod proxy;
 mod reload;
 mod route;

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Method, Request, StatusCode, header};
@@ -13,11 +14,13 @@ use crate::access::AccessKeys;
 use crate::api_error::ApiError;
 use crate::config::Config;
 use crate::forward::{self, Endpoint};
+use crate::metrics::{Metrics, Observation};
 use crate::route::Router;
 use crate::server::{After, Handler, Responder};
 use crate::upstream::Upstream;
 
 pub struct Proxy {
+    metrics: Arc<Metrics>,
     access_keys: AccessKeys,
     pub router: Router,
     pub upstream: Upstream,
@@ -26,10 +29,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
         Proxy {
             access_keys: AccessKeys::new(config.access_keys.clone()),
-            router: Router::new(config),
+            router: Router::new(config, Arc::clone(&metrics)),
+            metrics,
             upstream: Upstream::new(config),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -112,9 +116,22 @@ impl Handler for Proxy {
         responder: Responder<'_>,
     ) -> io::Result<After> {
         let started = Instant::now();
+        let _in_flight = self.metrics.start_request();
         let mut access = Access::default();
         let result = self.dispatch(&request, responder, &mut access);
         access.log(&request, peer, started, result.is_ok());
+        self.metrics.observe(&Observation {
+            backend: access.backend.as_deref().unwrap_or("-"),
+            // The entry's id, not the client's text: a catch-all must not make labels unbounded.
+            model: access.route.as_deref().unwrap_or("-"),
+            status: access.status,
+            bytes: access.bytes,
+            failovers: access.failovers,
+            ttfb: access.ttfb,
+            duration: started.elapsed(),
+            prompt_tokens: access.usage.0,
+            completion_tokens: access.usage.1,
+        });
         result
     }
 }
@@ -128,6 +145,25 @@ pub struct Access {
     pub bytes: u64,
     /// Backends given up on before the one that answered.
     pub failovers: u32,
+    /// The `custom_model_id` of the entry that served (for metrics labels).
+    pub route: Option<String>,
+    /// From request sent upstream to the backend's response head.
+    pub ttfb: Option<std::time::Duration>,
+    /// Prompt and completion tokens the backend reported.
+    pub usage: (u64, u64),
+}
+
+impl Access {
+    /// Takes the token counts from a reply's or a chunk's `usage`, if it has one.
+    pub fn take_usage(&mut self, value: &Value) {
+        let Some(usage) = value.get("usage").filter(|u| u.is_object()) else {
+            return;
+        };
+        let count = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
+        let prompt = count("prompt_tokens").max(count("input_tokens"));
+        let completion = count("completion_tokens").max(count("output_tokens"));
+        self.usage = (prompt, completion);
+    }
 }
 
 impl Access {

@@ -17,6 +17,7 @@ use log::{error, info, warn};
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::serve;
 use crate::server::{After, Handler, Responder};
@@ -24,6 +25,7 @@ use crate::tls::CertResolver;
 
 pub struct Live {
     args: ServeArgs,
+    metrics: Arc<Metrics>,
     proxy: RwLock<Arc<Proxy>>,
     resolver: Arc<CertResolver>,
     /// The configuration in use, to compare a reload with.
@@ -36,9 +38,11 @@ impl Live {
         config: Config,
         proxy: Arc<Proxy>,
         resolver: Arc<CertResolver>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Live {
             args,
+            metrics,
             proxy: RwLock::new(proxy),
             resolver,
             running: Mutex::new(config),
@@ -59,7 +63,7 @@ impl Live {
     fn try_reload(&self) -> Result<(), Error> {
         let config = serve::load_config(&self.args)?;
         let key = serve::certified_key(&config)?;
-        let proxy = Arc::new(Proxy::new(&config));
+        let proxy = Arc::new(Proxy::new(&config, Arc::clone(&self.metrics)));
         serve::warn_about(&config);
 
         self.resolver.replace(key);
@@ -71,7 +75,11 @@ impl Live {
         info!(
             "reloaded {}; models: {}",
             self.args.config.display(),
-            crate::route::Router::new(&config).model_list()
+            self.proxy
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .router
+                .model_list()
         );
         *running = config;
         Ok(())
@@ -94,7 +102,8 @@ impl Handler for Live {
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.server, &new.server);
     let mut changed = Vec::new();
-    let checks: [(&'static str, bool); 8] = [
+    let checks: [(&'static str, bool); 9] = [
+        ("server.admin_bind", a.admin_bind != b.admin_bind),
         ("server.port", a.port != b.port),
         ("server.bind", a.bind != b.bind),
         ("server.workers", a.workers != b.workers),

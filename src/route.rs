@@ -17,11 +17,13 @@ use std::time::{Duration, Instant};
 use log::warn;
 
 use crate::config::{Backend, CATCH_ALL, Config, Health};
+use crate::metrics::Metrics;
 
 pub struct Router {
     pools: Vec<Pool>,
     catch_all: Option<Pool>,
     health: Health,
+    metrics: Arc<Metrics>,
 }
 
 struct Pool {
@@ -54,7 +56,7 @@ impl Attempt<'_> {
 }
 
 impl Router {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
         let mut pools: Vec<Pool> = Vec::new();
         let mut catch_all: Option<Pool> = None;
         for backend in config.active_backends() {
@@ -80,6 +82,7 @@ impl Router {
             pools,
             catch_all,
             health: config.server.health,
+            metrics,
         }
     }
 
@@ -127,6 +130,7 @@ impl Router {
         if let Some(d) = cool {
             s.cooling_until = Some(now + d);
             s.level = s.level.saturating_add(1);
+            self.metrics.cooldown(&attempt.backend().name);
             warn!(
                 "backend={:?} cooling down for {}s after {} consecutive failure(s)",
                 attempt.backend().name,
@@ -217,7 +221,10 @@ mod tests {
     use std::path::Path;
 
     fn router(yaml: &str) -> Router {
-        Router::new(&Config::from_yaml(yaml, Path::new(".")).unwrap())
+        Router::new(
+            &Config::from_yaml(yaml, Path::new(".")).unwrap(),
+            Arc::new(Metrics::default()),
+        )
     }
 
     fn names(plan: &[Attempt<'_>]) -> Vec<String> {

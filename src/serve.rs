@@ -7,6 +7,7 @@ use std::sync::Arc;
 use log::{info, warn};
 use rustls::sign::CertifiedKey;
 
+use crate::admin;
 use crate::certs::{self, CertPaths, LeafReason};
 use crate::cli::ServeArgs;
 use crate::config::Config;
@@ -14,6 +15,7 @@ use crate::error::Error;
 use crate::files;
 use crate::lifecycle::{self, Lifecycle};
 use crate::logging;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::Live;
 use crate::server::{self, Settings};
@@ -31,11 +33,17 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     let resolver = Arc::new(CertResolver::new(certified_key(&config)?));
     let tls_config = tls::server_config(Arc::clone(&resolver))?;
     warn_about(&config);
+    let metrics = Arc::new(Metrics::default());
+    let proxy = Arc::new(Proxy::new(&config, Arc::clone(&metrics)));
+    if let Some(addr) = config.server.admin_bind {
+        let bound = admin::start(addr, Arc::clone(&metrics))?;
+        info!("admin listener (plain HTTP: /healthz, /metrics) on {bound}");
+    }
     info!(
         "listening on {bound} as {} with {} workers; models: {}",
         config.domain,
         config.server.workers,
-        crate::route::Router::new(&config).model_list()
+        proxy.router.model_list()
     );
 
     let settings = Settings {
@@ -44,9 +52,9 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         max_body_bytes: config.server.max_body_bytes,
         timeouts: config.server.timeouts,
         shutdown_timeout: config.server.shutdown_timeout,
+        open_connections: Arc::clone(&metrics.connections),
     };
-    let proxy = Arc::new(Proxy::new(&config));
-    let live = Arc::new(Live::new(args.clone(), config, proxy, resolver));
+    let live = Arc::new(Live::new(args.clone(), config, proxy, resolver, metrics));
     let lifecycle = Arc::new(Lifecycle::default());
     let reloader = Arc::clone(&live);
     lifecycle::watch(Arc::clone(&lifecycle), move || reloader.reload())?;

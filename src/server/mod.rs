@@ -21,6 +21,7 @@ pub mod respond;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 pub use exchange::Handler;
@@ -42,6 +43,8 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// How long a graceful stop waits for requests in flight.
     pub shutdown_timeout: Duration,
+    /// Counts open client connections (shared with the metrics).
+    pub open_connections: Arc<AtomicUsize>,
 }
 
 /// Binds `addr` (port 0 picks a free port). Separate from [`run`] so that the caller can

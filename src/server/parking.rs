@@ -104,7 +104,7 @@ impl Parking {
             waker,
             parked: Vec::new(),
             free: Vec::new(),
-            open: Arc::new(AtomicUsize::new(0)),
+            open: Arc::clone(&settings.open_connections),
             max_connections: settings.max_connections,
             head_timeout: settings.timeouts.request_head,
             idle_timeout: settings.timeouts.idle,

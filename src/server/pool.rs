@@ -311,6 +311,7 @@ mod tests {
             max_body_bytes: 1024,
             timeouts: Timeouts::default(),
             shutdown_timeout: Duration::from_secs(1),
+            open_connections: Arc::default(),
         };
         spawn_workers(
             &settings,

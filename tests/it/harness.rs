@@ -190,6 +190,10 @@ impl Proxy {
         self.child.try_wait().unwrap().is_none()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal by name ("TERM", "HUP", ...).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")

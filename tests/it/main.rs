@@ -15,6 +15,7 @@ mod compat;
 mod http;
 mod idle;
 mod lifecycle;
+mod operations;
 mod routing;
 mod secrets;
 mod startup;

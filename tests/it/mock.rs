@@ -9,6 +9,9 @@
 //! - `status-500`, `status-400`, `status-429`: that status with an OpenAI-style error body.
 //! - `drop`: two stream events, then the connection is cut mid-body.
 //! - `hang`: reads the request and never answers.
+//! - `stall`: two stream events, then silence (connection open) for 30 s.
+//! - `garbage-sse`: `text/event-stream` whose body is not SSE at all.
+//! - `flood`: 4000 stream events of ~4 KiB, as fast as the reader takes them.
 //!
 //! Other paths (`/v1/embeddings`, `/v1/responses`, `/v1/audio/speech`, ...) get a small reply of
 //! their kind; `status-*` models work there too. Any other model behaves as `chat`.
@@ -224,6 +227,44 @@ fn serve<S: Read + Write>(conn: S, recorded: &Mutex<Vec<Recorded>>) {
             "hang" => {
                 std::thread::sleep(Duration::from_secs(30));
                 false
+            }
+            "stall" => {
+                let _ = write!(
+                    writer,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                );
+                for chunk in canonical_chunks(false).iter().take(2) {
+                    write_chunk(writer, &format!("data: {chunk}\n\n"));
+                }
+                std::thread::sleep(Duration::from_secs(30));
+                false
+            }
+            "garbage-sse" => {
+                let body: &[u8] =
+                    b"this is not SSE\n{\"json\": true}\n\0\xff\xfe binary\r\n\r\nevent\n\n::::\n";
+                let _ = write!(
+                    writer,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                writer.write_all(body).is_ok()
+            }
+            "flood" => {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                if writer.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let filler = "x".repeat(4000);
+                for i in 0..4000 {
+                    let event = format!(
+                        "data: {{\"model\":\"upstream-model\",\"i\":{i},\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{filler}\"}}}}]}}\n\n"
+                    );
+                    if write!(writer, "{:x}\r\n{event}\r\n", event.len()).is_err() {
+                        return;
+                    }
+                }
+                write_chunk(writer, "data: [DONE]\n\n");
+                writer.write_all(b"0\r\n\r\n").is_ok()
             }
             _ => send_json(writer, 200, &[], &canonical_reply()),
         };

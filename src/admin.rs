@@ -1,0 +1,70 @@
+//! The optional admin listener (`server.admin_bind`): plain HTTP, `GET /healthz` for liveness
+//! and `GET /metrics` for Prometheus. Never on the public TLS port: metrics name backends and
+//! models, which are nobody else's business. One thread answers one short request at a time.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::debug;
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+
+/// A request head larger than this is not a scrape.
+const MAX_HEAD: usize = 8 * 1024;
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Binds `addr` and answers on a thread of its own. Returns the bound address.
+pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, Error> {
+    let listener = TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("admin".to_owned())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                if let Err(e) = answer(conn, &metrics) {
+                    debug!("admin request failed: {e}");
+                }
+            }
+        })?;
+    Ok(bound)
+}
+
+fn answer(mut conn: TcpStream, metrics: &Metrics) -> io::Result<()> {
+    conn.set_read_timeout(Some(IO_TIMEOUT))?;
+    conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.ends_with(b"\n\n") {
+        let n = conn.read(&mut buf)?;
+        if n == 0 || head.len() + n > MAX_HEAD {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let mut words = line.split(|b| *b == b' ');
+    let (method, path) = (
+        words.next().unwrap_or_default(),
+        words.next().unwrap_or_default(),
+    );
+    let (status, content_type, body) = match (method, path) {
+        (b"GET", b"/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
+        (b"GET", b"/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+        (b"GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_owned(),
+        ),
+    };
+    write!(
+        conn,
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    conn.flush()
+}

@@ -1,0 +1,295 @@
+//! Running unattended: metrics and health on the admin listener, flaky backends, slow readers,
+//! connection limits, broken request bodies, and no leaks after a mixed load.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::client::{chat_request, connect, get_request, read_response, roundtrip};
+use crate::harness::{Proxy, config_yaml};
+use crate::mock::Mock;
+use crate::standard_apis;
+
+fn admin_get(port: u16, path: &str) -> (String, String) {
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(sock, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    sock.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+fn admin_port(proxy: &Proxy) -> u16 {
+    let log = proxy.log();
+    let line = log.lines().find(|l| l.contains("admin listener")).unwrap();
+    line.rsplit(':').next().unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn metrics_and_health_are_served_on_the_admin_listener_only() {
+    let (mock, mock2) = (Mock::start(), Mock::start());
+    let apis = format!(
+        r#"  - {{name: main, endpoint: "{}", custom_model_id: m, target_model_id: chat}}
+  - {{name: down, endpoint: "http://127.0.0.1:{}", custom_model_id: p, target_model_id: chat}}
+  - {{name: up, endpoint: "{}", custom_model_id: p, target_model_id: chat}}"#,
+        mock.url(),
+        crate::closed_port(),
+        mock2.url()
+    );
+    let proxy = Proxy::start(&config_yaml("", &apis, "  admin_bind: 127.0.0.1:0\n"));
+    let port = admin_port(&proxy);
+    let ca = proxy.ca_path();
+    roundtrip(
+        proxy.port,
+        &ca,
+        &chat_request(r#"{"model":"m","messages":[]}"#, ""),
+    );
+    roundtrip(
+        proxy.port,
+        &ca,
+        &chat_request(
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#,
+            "",
+        ),
+    );
+    roundtrip(
+        proxy.port,
+        &ca,
+        &chat_request(r#"{"model":"p","messages":[]}"#, ""),
+    );
+    roundtrip(
+        proxy.port,
+        &ca,
+        &chat_request(r#"{"model":"nope","messages":[]}"#, ""),
+    );
+
+    assert_eq!(
+        admin_get(port, "/healthz"),
+        ("HTTP/1.1 200 OK".to_owned(), "ok\n".to_owned())
+    );
+    let (status, text) = admin_get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    for line in [
+        r#"trae_proxy_requests_total{backend="main",model="m",status="200"} 2"#,
+        r#"trae_proxy_requests_total{backend="up",model="p",status="200"} 1"#,
+        r#"trae_proxy_requests_total{backend="-",model="-",status="404"} 1"#,
+        r#"trae_proxy_tokens_total{backend="main",model="m",kind="prompt"} 22"#,
+        r#"trae_proxy_tokens_total{backend="main",model="m",kind="completion"} 44"#,
+        r#"trae_proxy_upstream_ttfb_seconds_count{backend="main"} 2"#,
+        r#"trae_proxy_upstream_duration_seconds_count{backend="up"} 1"#,
+        "trae_proxy_failovers_total 1",
+        r#"trae_proxy_cooldowns_total{backend="down"} 1"#,
+        "trae_proxy_in_flight_requests 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+    }
+    assert!(text.contains("trae_proxy_open_connections "));
+    // Not on the public port.
+    let r = roundtrip(proxy.port, &ca, &get_request("/metrics"));
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn backend_silent_mid_stream_ends_the_stream_with_an_error_after_the_read_timeout() {
+    let apis = r#"  - {name: staller, endpoint: "{UPSTREAM}", custom_model_id: stall, target_model_id: stall}"#;
+    let mock = Mock::start();
+    let proxy = Proxy::start(&config_yaml(&mock.url(), apis, "  read_timeout: 1\n"));
+    let started = Instant::now();
+    let r = roundtrip(
+        proxy.port,
+        &proxy.ca_path(),
+        &chat_request(r#"{"model":"stall","stream":true,"messages":[]}"#, ""),
+    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    assert!(!r.complete);
+    let last: serde_json::Value = serde_json::from_str(r.sse_data().last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_timeout");
+}
+
+#[test]
+fn garbage_labelled_as_a_stream_is_survived() {
+    let apis = r#"  - {name: g, endpoint: "{UPSTREAM}", custom_model_id: g, target_model_id: garbage-sse}"#;
+    let mock = Mock::start();
+    let proxy2 = Proxy::start(&config_yaml(&mock.url(), apis, ""));
+    let r = roundtrip(
+        proxy2.port,
+        &proxy2.ca_path(),
+        &chat_request(r#"{"model":"g","stream":true,"messages":[]}"#, ""),
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.complete);
+    assert_eq!(r.sse_data().last().map(String::as_str), Some("[DONE]"));
+    // And the non-streaming client gets a (thin) reply rather than a crash.
+    let r = roundtrip(
+        proxy2.port,
+        &proxy2.ca_path(),
+        &chat_request(r#"{"model":"g","messages":[]}"#, ""),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["object"], "chat.completion");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn slow_reader_gets_backpressure_not_a_growing_buffer() {
+    let apis =
+        r#"  - {name: f, endpoint: "{UPSTREAM}", custom_model_id: flood, target_model_id: flood}"#;
+    let mock = Mock::start();
+    let proxy = Proxy::start(&config_yaml(&mock.url(), apis, ""));
+    let before = rss_kib(proxy.pid());
+    let mut tls = connect(proxy.port, &proxy.ca_path());
+    tls.write_all(&chat_request(
+        r#"{"model":"flood","stream":true,"messages":[]}"#,
+        "",
+    ))
+    .unwrap();
+    // Read nothing for a while: the backend has 16 MB to send.
+    std::thread::sleep(Duration::from_millis(1500));
+    let stalled = rss_kib(proxy.pid());
+    let r = read_response(&mut BufReader::new(tls)).unwrap();
+    assert!(r.complete);
+    let events = r.sse_data();
+    assert_eq!(events.len(), 4001, "every event arrives after the stall");
+    let growth = stalled.saturating_sub(before);
+    assert!(
+        growth < 8 * 1024,
+        "RSS grew {growth} KiB while the client did not read"
+    );
+}
+
+#[test]
+fn connection_cap_refuses_with_a_log_line_and_recovers() {
+    let mock = Mock::start();
+    let proxy = Proxy::start(&config_yaml(
+        &mock.url(),
+        &standard_apis(),
+        "  max_connections: 20\n",
+    ));
+    let held: Vec<TcpStream> = (0..30)
+        .map(|_| TcpStream::connect(("127.0.0.1", proxy.port)).unwrap())
+        .collect();
+    let log = proxy.wait_for_log("connection limit reached");
+    assert!(
+        log.contains("connection limit reached (server.max_connections = 20)"),
+        "{log}"
+    );
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = roundtrip(proxy.port, &proxy.ca_path(), &get_request("/v1/models"));
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn truncated_request_bodies_do_not_hold_a_worker() {
+    let mock = Mock::start();
+    let proxy = Proxy::start(&config_yaml(
+        &mock.url(),
+        &standard_apis(),
+        "  workers: 1\n",
+    ));
+    for raw in [
+        &b"POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"model\""[..],
+        &b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"model\""[..],
+    ] {
+        let mut tls = connect(proxy.port, &proxy.ca_path());
+        tls.write_all(raw).unwrap();
+        tls.flush().unwrap();
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+        let _ = tls.sock.shutdown(std::net::Shutdown::Write);
+    }
+    let started = Instant::now();
+    let r = roundtrip(
+        proxy.port,
+        &proxy.ca_path(),
+        &chat_request(r#"{"model":"gpt-4o","messages":[]}"#, ""),
+    );
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+fn threads_and_fds(pid: u32) -> (usize, usize) {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    (threads, fds)
+}
+
+#[test]
+fn mixed_load_with_failures_and_disconnects_leaks_no_threads_or_files() {
+    let (_mock, proxy) = crate::setup();
+    let ca = proxy.ca_path();
+    // Warm up: pooled backend connections are expected to stay.
+    roundtrip(
+        proxy.port,
+        &ca,
+        &chat_request(r#"{"model":"gpt-4o","messages":[]}"#, ""),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let before = threads_and_fds(proxy.pid());
+    for i in 0..60 {
+        match i % 5 {
+            0 => {
+                roundtrip(
+                    proxy.port,
+                    &ca,
+                    &chat_request(r#"{"model":"gpt-4o","stream":true,"messages":[]}"#, ""),
+                );
+            }
+            1 => {
+                roundtrip(
+                    proxy.port,
+                    &ca,
+                    &chat_request(r#"{"model":"err500","messages":[]}"#, ""),
+                );
+            }
+            2 => {
+                roundtrip(
+                    proxy.port,
+                    &ca,
+                    &chat_request(r#"{"model":"refused","messages":[]}"#, ""),
+                );
+            }
+            3 => {
+                // Hang up mid-stream.
+                let mut tls = connect(proxy.port, &ca);
+                tls.write_all(&chat_request(
+                    r#"{"model":"slow","stream":true,"messages":[]}"#,
+                    "",
+                ))
+                .unwrap();
+                let mut reader = BufReader::new(tls);
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+            }
+            _ => {
+                roundtrip(
+                    proxy.port,
+                    &ca,
+                    &chat_request(r#"{"model":"drop","stream":true,"messages":[]}"#, ""),
+                );
+            }
+        }
+    }
+    // The abandoned slow streams end within their 1.6 s; idle connections close.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = threads_and_fds(proxy.pid());
+    while after != before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        after = threads_and_fds(proxy.pid());
+    }
+    assert_eq!(after.0, before.0, "threads");
+    assert!(
+        after.1 <= before.1 + 2,
+        "open files: {before:?} -> {after:?}"
+    );
+}
