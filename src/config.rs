@@ -741,7 +741,7 @@ impl fmt::Display for StreamMode {
 mod tests {
     use super::*;
 
-    const ORIGINAL: &str = r#"
+    pub(super) const ORIGINAL: &str = r#"
 domain: api.openai.com
 apis:
   - name: "deepseek-r1"
@@ -903,5 +903,35 @@ apis:
             "sk-very-secret"
         );
         assert!(!format!("{config:?}").contains("sk-very-secret"));
+    }
+}
+
+/// Property tests: no file, however broken, makes the loader panic; it answers with problems.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_text_is_an_error_or_a_config(text in "\\PC{0,300}") {
+            let _ = Config::from_yaml(&text, Path::new("."));
+        }
+
+        #[test]
+        fn mutated_valid_files_are_an_error_or_a_config(
+            cut in 0usize..700,
+            insert in "[ -~\n]{0,12}",
+        ) {
+            let base = tests::ORIGINAL;
+            let at = base.char_indices().map(|(i, _)| i).nth(cut % base.chars().count()).unwrap_or(0);
+            let text = format!("{}{insert}{}", &base[..at], &base[at..]);
+            if let Err(problems) = Config::from_yaml(&text, Path::new(".")) {
+                prop_assert!(!problems.is_empty());
+            }
+        }
     }
 }

@@ -287,3 +287,135 @@ mod tests {
         assert!(wants_close(&headers(&[]), true));
     }
 }
+
+/// Property tests (the CI-friendly stand-in for a fuzzer; cargo-fuzz needs a nightly toolchain):
+/// whatever bytes a client sends, the request path answers with HTTP or closes — never a panic,
+/// never a hang.
+#[cfg(test)]
+mod fuzz {
+    use std::io::{Cursor, Read, Write};
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use http::StatusCode;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A client connection made of fixed input bytes; what the server writes is kept.
+    struct Duplex {
+        input: Cursor<Vec<u8>>,
+        output: Vec<u8>,
+    }
+
+    impl Read for Duplex {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Duplex {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct Echo;
+
+    impl Handler for Echo {
+        fn handle(
+            &self,
+            req: Request<Vec<u8>>,
+            _: SocketAddr,
+            r: Responder<'_>,
+        ) -> io::Result<After> {
+            let body = req.into_body();
+            let mut stream = r.stream(StatusCode::OK, Vec::new())?;
+            stream.write(&body)?;
+            stream.finish()
+        }
+    }
+
+    fn serve_bytes(bytes: Vec<u8>) -> Vec<u8> {
+        let mut buf = bytes.clone();
+        let mut io = Duplex {
+            input: Cursor::new(Vec::new()),
+            output: Vec::new(),
+        };
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
+        // Serve requests as the worker would while buffered heads remain.
+        for _ in 0..8 {
+            if crate::server::conn::find_head_end(&buf).is_none() {
+                break;
+            }
+            match serve(&mut io, &mut buf, peer, 4096, &Echo) {
+                Ok(After::KeepAlive) => {}
+                Ok(After::Close) | Err(_) => break,
+            }
+        }
+        io.output
+    }
+
+    fn request_like() -> impl Strategy<Value = Vec<u8>> {
+        let method = prop::sample::select(vec!["GET", "POST", "PUT", "HEAD", "PRI", "G ET", ""]);
+        let version = prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/9", ""]);
+        let header = (
+            prop::sample::select(vec![
+                "Content-Length",
+                "Transfer-Encoding",
+                "Expect",
+                "Connection",
+                "Host",
+                "X-A",
+                "Bad Name",
+            ]),
+            prop::sample::select(vec![
+                "0",
+                "5",
+                "-1",
+                "chunked",
+                "gzip, chunked",
+                "100-continue",
+                "close",
+                "99999999999999999999",
+                "é",
+            ]),
+        );
+        (
+            method,
+            "[ -~]{0,20}",
+            version,
+            prop::collection::vec(header, 0..6),
+            prop::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(|(m, path, v, headers, body)| {
+                let mut out = format!("{m} /{path} {v}\r\n").into_bytes();
+                for (k, val) in headers {
+                    out.extend_from_slice(format!("{k}: {val}\r\n").as_bytes());
+                }
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(&body);
+                out
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_get_http_or_nothing(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let mut input = bytes;
+            input.extend_from_slice(b"\r\n\r\n");
+            let out = serve_bytes(input);
+            prop_assert!(out.is_empty() || out.starts_with(b"HTTP/1."));
+        }
+
+        #[test]
+        fn request_shaped_input_gets_http_or_nothing(input in request_like()) {
+            let out = serve_bytes(input);
+            prop_assert!(out.is_empty() || out.starts_with(b"HTTP/1."), "{}", String::from_utf8_lossy(&out));
+        }
+    }
+}

@@ -202,3 +202,80 @@ mod tests {
         assert_eq!(out, vec![data("\u{fffd}\u{fffd} ok")]);
     }
 }
+
+/// Property tests: the parser must not care how the network splits its input, and must survive
+/// any bytes.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::sse::rewrite;
+
+    fn parse_chunks(input: &[u8], cuts: &[usize]) -> Vec<Item> {
+        let mut parser = Parser::new();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for &cut in cuts {
+            let end = cut.clamp(start, input.len());
+            parser.feed(&input[start..end], &mut out).unwrap();
+            start = end;
+        }
+        parser.feed(&input[start..], &mut out).unwrap();
+        parser.finish(&mut out);
+        out
+    }
+
+    fn sse_like() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop::sample::select(vec![
+            "data: {\"model\":\"m\",\"x\":1}",
+            "data: [DONE]",
+            "data:",
+            "data",
+            "event: progress_notice",
+            "event: message",
+            "id: 7",
+            "retry: 10",
+            ": comment",
+            "",
+            "garbage line",
+            "data: {\"response\":{\"model\":\"r\"}}",
+        ]);
+        let ending = prop::sample::select(vec!["\n", "\r\n"]);
+        prop::collection::vec((line, ending), 0..40).prop_map(|lines| {
+            lines
+                .into_iter()
+                .flat_map(|(l, e)| format!("{l}{e}").into_bytes())
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn splitting_never_changes_the_events(
+            input in sse_like(),
+            mut cuts in prop::collection::vec(0usize..2000, 0..12),
+        ) {
+            cuts.sort_unstable();
+            let whole = parse_chunks(&input, &[]);
+            prop_assert_eq!(parse_chunks(&input, &cuts), whole);
+        }
+
+        #[test]
+        fn any_bytes_parse_and_rewrite_without_panicking(
+            input in prop::collection::vec(any::<u8>(), 0..1024),
+            cut in 0usize..1024,
+        ) {
+            for item in parse_chunks(&input, &[cut]) {
+                if let Item::Event(event) = item {
+                    let rewritten = rewrite::with_client_model(&event.data, "client");
+                    let mut out = Vec::new();
+                    rewrite::encode(&event, rewritten.as_deref(), &mut out);
+                    prop_assert!(out.ends_with(b"\n\n"));
+                }
+            }
+        }
+    }
+}
