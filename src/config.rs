@@ -127,8 +127,9 @@ pub struct Server {
     pub port: u16,
     /// `server.debug`: log at debug level (requests in detail, never headers or keys).
     pub debug: bool,
-    /// Requests served at once. Defaults to 4x the CPU count, at least 4: a worker mostly waits
-    /// on the backend, so more workers than cores are cheap.
+    /// Requests served at once: worker threads are started on demand up to this many and end
+    /// after a few idle seconds. Defaults to 64: a worker mostly waits on the backend (a stream
+    /// holds one for its whole length), and an idle pool costs nothing.
     pub workers: usize,
     /// Largest request body accepted. Defaults to 32 MiB.
     pub max_body_bytes: u64,
@@ -439,7 +440,7 @@ impl Server {
                 false
             }
         };
-        let workers = raw.workers.unwrap_or_else(default_workers);
+        let workers = raw.workers.unwrap_or(DEFAULT_WORKERS);
         if workers == 0 || workers > 1024 {
             problems.push(format!("server.workers: expected 1 to 1024, got {workers}"));
         }
@@ -538,10 +539,7 @@ impl Server {
     }
 }
 
-fn default_workers() -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cpus * 4).max(4)
-}
+const DEFAULT_WORKERS: usize = 64;
 
 fn check_domain(domain: &str) -> Result<(), String> {
     let ok = !domain.is_empty()

@@ -150,10 +150,16 @@ fn agent(
         // silent for this long is gone.
         .timeout_per_read(Some(timeouts.read))
         .timeout_per_write(Some(timeouts.read))
-        // Every worker may hold one connection per backend; keep them for reuse.
-        .max_idle_connections(workers.max(1) * 4)
-        .max_idle_connections_per_host(workers.max(1))
-        .max_idle_age(Duration::from_secs(50));
+        // Keep enough connections for reuse under load, not one per worker after a burst: each
+        // idle one holds its buffers and a socket.
+        .max_idle_connections(64)
+        .max_idle_connections_per_host(workers.clamp(1, 16))
+        .max_idle_age(Duration::from_secs(50))
+        // 8 KiB each way, not ureq's 128 KiB: a streaming response is relayed a read at a time,
+        // and with hundreds of streams the buffers would be most of the memory. The input
+        // buffer grows when a response head needs more.
+        .input_buffer_size(8 * 1024)
+        .output_buffer_size(8 * 1024);
     if !extra_roots.is_empty() {
         // ca_file adds to the public roots rather than replacing them.
         let roots: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS

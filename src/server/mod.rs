@@ -62,14 +62,6 @@ pub fn run(
     settings: Settings,
     lifecycle: Arc<Lifecycle>,
 ) -> Result<(), Error> {
-    let queue = Arc::new(pool::WorkQueue::default());
-    let mut parking = parking::Parking::new(
-        listener,
-        tls,
-        Arc::clone(&queue),
-        &settings,
-        Arc::clone(&lifecycle),
-    )?;
-    pool::spawn_workers(&settings, queue, handler, parking.returns(), lifecycle)?;
+    let mut parking = parking::Parking::new(listener, tls, handler, &settings, lifecycle)?;
     parking.run()
 }

@@ -21,6 +21,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::ServerConnection;
 
 use super::conn::{Conn, Slot};
+use super::exchange::Handler;
 use super::pool::{Returns, WorkQueue};
 use super::respond::raw_error;
 use super::{MAX_HEAD_BYTES, Settings};
@@ -45,9 +46,7 @@ pub struct Parking {
     shutdown_timeout: Duration,
     tls: Arc<rustls::ServerConfig>,
     queue: Arc<WorkQueue>,
-    returns_tx: mpsc::Sender<Conn>,
     returns_rx: Receiver<Conn>,
-    waker: Arc<Waker>,
     parked: Vec<Option<Parked>>,
     free: Vec<usize>,
     open: Arc<AtomicUsize>,
@@ -78,7 +77,7 @@ impl Parking {
     pub fn new(
         listener: TcpListener,
         tls: Arc<rustls::ServerConfig>,
-        queue: Arc<WorkQueue>,
+        handler: Arc<dyn Handler>,
         settings: &Settings,
         lifecycle: Arc<Lifecycle>,
     ) -> Result<Self, Error> {
@@ -92,6 +91,11 @@ impl Parking {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         lifecycle.set_waker(Arc::clone(&waker));
         let (returns_tx, returns_rx) = mpsc::channel();
+        let returns = Returns {
+            tx: returns_tx,
+            waker: Arc::clone(&waker),
+        };
+        let queue = WorkQueue::new(settings, handler, returns, Arc::clone(&lifecycle));
         Ok(Parking {
             poll,
             listener: Some(listener),
@@ -99,9 +103,7 @@ impl Parking {
             shutdown_timeout: settings.shutdown_timeout,
             tls,
             queue,
-            returns_tx,
             returns_rx,
-            waker,
             parked: Vec::new(),
             free: Vec::new(),
             open: Arc::clone(&settings.open_connections),
@@ -110,13 +112,6 @@ impl Parking {
             idle_timeout: settings.timeouts.idle,
             last_cap_warning: None,
         })
-    }
-
-    pub fn returns(&self) -> Returns {
-        Returns {
-            tx: self.returns_tx.clone(),
-            waker: Arc::clone(&self.waker),
-        }
     }
 
     /// Runs until stopped and drained.

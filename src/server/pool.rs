@@ -1,6 +1,11 @@
-//! The fixed pool of worker threads, the queue that feeds them, and what a worker does with
-//! one connection: serve requests while complete heads are buffered, then give it back to the
-//! parking loop or close it.
+//! The worker pool, the queue that feeds it, and what a worker does with one connection: serve
+//! requests while complete heads are buffered (or arrive within a moment), then give it back to
+//! the parking loop or close it.
+//!
+//! The pool is bounded by `server.workers` but started on demand: a connection queued while no
+//! worker is idle starts one, and a worker idle for [`IDLE_RETIRE`] ends (down to
+//! [`MIN_WORKERS`]). A small box idles with a handful of threads; a burst of long streams gets a
+//! thread each, up to the bound, and gives the memory back afterwards.
 //!
 //! A panic while serving is caught here: that connection is dropped and logged, the worker and
 //! the process go on.
@@ -11,7 +16,7 @@ use std::net::Shutdown;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use log::{debug, error};
@@ -20,45 +25,171 @@ use super::Settings;
 use super::conn::Conn;
 use super::exchange::{self, Handler};
 use super::respond::After;
-use crate::error::Error;
 use crate::lifecycle::Lifecycle;
 
-/// Connections with a complete request head, waiting for a worker. Its length is bounded by
-/// `server.max_connections`, since every queued connection holds a slot.
-#[derive(Default)]
+/// Workers kept even when idle, so a request after a quiet spell finds one ready.
+const MIN_WORKERS: usize = 2;
+/// An idle worker beyond [`MIN_WORKERS`] ends after this long.
+pub const IDLE_RETIRE: Duration = Duration::from_secs(5);
+/// How long a worker waits for the next request on a connection before parking it. Parking and
+/// waking cost two thread hand-offs and two epoll updates (~30-40 µs on a 2-core machine); a
+/// client with more to send sends it within this time, an idle one costs the worker a moment.
+const LINGER: Duration = Duration::from_millis(2);
+/// Worker stack: parsing JSON nests up to serde_json's limit of 128 levels, and 1 MiB leaves
+/// room even in debug builds. Only touched pages count towards RSS.
+const STACK: usize = 1024 * 1024;
+
+/// Connections with a complete request head, waiting for a worker, and the workers. The queue's
+/// length is bounded by `server.max_connections`, since every queued connection holds a slot.
 pub struct WorkQueue {
-    items: Mutex<VecDeque<Conn>>,
+    state: Mutex<State>,
     ready: Condvar,
     /// Connections queued or being served: what a graceful stop waits for.
     in_flight: AtomicUsize,
+    max_workers: usize,
+    job: Job,
+}
+
+#[derive(Default)]
+struct State {
+    items: VecDeque<Conn>,
+    /// Workers waiting for a connection and not yet claimed by one.
+    idle: usize,
+    /// Wake-ups sent to idle workers that they have not taken yet. A worker counts as busy from
+    /// the moment it is claimed, not from when it wakes: otherwise a burst of connections sees
+    /// the same few "idle" workers and starts none.
+    claimed: usize,
+    /// Workers alive.
+    total: usize,
+}
+
+/// What every worker needs.
+#[derive(Clone)]
+struct Job {
+    settings: Settings,
+    handler: Arc<dyn Handler>,
+    returns: Returns,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl WorkQueue {
-    pub fn push(&self, conn: Conn) {
+    pub fn new(
+        settings: &Settings,
+        handler: Arc<dyn Handler>,
+        returns: Returns,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Arc<Self> {
+        let queue = Arc::new(WorkQueue {
+            state: Mutex::new(State::default()),
+            ready: Condvar::new(),
+            in_flight: AtomicUsize::new(0),
+            max_workers: settings.workers,
+            job: Job {
+                settings: settings.clone(),
+                handler,
+                returns,
+                lifecycle,
+            },
+        });
+        for _ in 0..MIN_WORKERS.min(settings.workers) {
+            queue.lock().total += 1;
+            queue.spawn();
+        }
+        queue
+    }
+
+    pub fn push(self: &Arc<Self>, conn: Conn) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        lock(&self.items).push_back(conn);
-        self.ready.notify_one();
+        let mut state = self.lock();
+        state.items.push_back(conn);
+        if state.idle > 0 {
+            state.idle -= 1;
+            state.claimed += 1;
+            drop(state);
+            self.ready.notify_one();
+        } else if state.total < self.max_workers {
+            state.total += 1;
+            drop(state);
+            self.spawn();
+        }
+        // Otherwise every worker is busy at the bound; the first one free takes it.
     }
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    fn done(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    fn spawn(self: &Arc<Self>) {
+        let queue = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("worker".to_owned())
+            .stack_size(STACK)
+            .spawn(move || queue.work());
+        if let Err(e) = spawned {
+            // Out of threads or memory: the queued connection waits for a busy worker.
+            error!(
+                "cannot start a worker thread: {e}; serving with fewer (check ulimit -u and memory)"
+            );
+            self.lock().total -= 1;
+        }
     }
 
-    fn pop(&self) -> Conn {
-        let mut items = lock(&self.items);
-        loop {
-            if let Some(conn) = items.pop_front() {
-                return conn;
+    /// A worker's life: take connections until idle for too long.
+    fn work(&self) {
+        while let Some(conn) = self.next() {
+            let peer = conn.peer;
+            let job = &self.job;
+            let served = catch_unwind(AssertUnwindSafe(|| {
+                serve_connection(conn, &job.settings, job.handler.as_ref(), &job.lifecycle)
+            }));
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            match served {
+                Ok(Some(conn)) => job.returns.park(conn),
+                Ok(None) => {}
+                Err(_) => error!(
+                    "internal error: a panic while serving {peer}; its connection was dropped \
+                     and the server goes on. Please report this with the log above."
+                ),
             }
-            items = self
-                .ready
-                .wait(items)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
+    }
+
+    /// The next connection, or `None` when this worker should end.
+    fn next(&self) -> Option<Conn> {
+        let mut state = self.lock();
+        loop {
+            if let Some(conn) = state.items.pop_front() {
+                return Some(conn);
+            }
+            state.idle += 1;
+            let (guard, _) = self
+                .ready
+                .wait_timeout(state, IDLE_RETIRE)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = guard;
+            if state.claimed > 0 {
+                state.claimed -= 1;
+                continue;
+            }
+            // Not claimed: a timeout (or a spurious wake-up).
+            state.idle -= 1;
+            if state.items.is_empty() && state.total > MIN_WORKERS {
+                state.total -= 1;
+                return None;
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding this lock, but stay robust anyway.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    #[cfg(test)]
+    fn workers(&self) -> usize {
+        self.lock().total
     }
 }
 
@@ -76,46 +207,6 @@ impl Returns {
             let _ = self.waker.wake();
         }
     }
-}
-
-pub fn spawn_workers(
-    settings: &Settings,
-    queue: Arc<WorkQueue>,
-    handler: Arc<dyn Handler>,
-    returns: Returns,
-    lifecycle: Arc<Lifecycle>,
-) -> Result<(), Error> {
-    for i in 0..settings.workers {
-        let queue = Arc::clone(&queue);
-        let handler = Arc::clone(&handler);
-        let returns = returns.clone();
-        let settings = settings.clone();
-        let lifecycle = Arc::clone(&lifecycle);
-        std::thread::Builder::new()
-            .name(format!("worker-{i}"))
-            // Parsing JSON nests up to serde_json's limit of 128 levels; 1 MiB leaves room even
-            // in debug builds. Only touched pages count towards RSS.
-            .stack_size(1024 * 1024)
-            .spawn(move || {
-                loop {
-                    let conn = queue.pop();
-                    let peer = conn.peer;
-                    let served = catch_unwind(AssertUnwindSafe(|| {
-                        serve_connection(conn, &settings, handler.as_ref(), &lifecycle)
-                    }));
-                    queue.done();
-                    match served {
-                        Ok(Some(conn)) => returns.park(conn),
-                        Ok(None) => {}
-                        Err(_) => error!(
-                            "internal error: a panic while serving {peer}; its connection was dropped \
-                             and the server goes on. Please report this with the log above."
-                        ),
-                    }
-                }
-            })?;
-    }
-    Ok(())
 }
 
 /// Serves requests on `conn` while complete heads are buffered. Returns the connection when it
@@ -164,6 +255,9 @@ fn serve_connection(
             }
         }
         take_decrypted(&mut conn);
+        if !conn.has_complete_head() && !linger(&mut conn, settings.timeouts.client_io) {
+            return None;
+        }
         if !conn.has_complete_head() {
             break;
         }
@@ -184,6 +278,24 @@ fn take_decrypted(conn: &mut Conn) {
             Ok(n) => conn.buf.extend_from_slice(&tmp[..n]),
         }
     }
+}
+
+/// Waits up to [`LINGER`] for more of the client's bytes. `false` when the client closed or the
+/// connection broke.
+fn linger(conn: &mut Conn, io_timeout: Duration) -> bool {
+    if conn.sock.set_read_timeout(Some(LINGER)).is_err() {
+        return false;
+    }
+    let alive = match conn.tls.read_tls(&mut conn.sock) {
+        Ok(0) => false,
+        Ok(_) => conn.tls.process_new_packets().is_ok(),
+        Err(e) => matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+        ),
+    };
+    take_decrypted(conn);
+    alive && conn.sock.set_read_timeout(Some(io_timeout)).is_ok()
 }
 
 /// Closes after telling the client (close_notify, FIN), then reads and discards what it may
@@ -213,16 +325,11 @@ fn close(mut conn: Conn) {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic never happens while this lock is held (push/pop only), but be robust anyway.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
     use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use http::{Request, StatusCode};
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -298,7 +405,6 @@ mod tests {
         let (server_tls, client_tls) = configs();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let queue = Arc::new(WorkQueue::default());
         let poll = mio::Poll::new().unwrap();
         let (tx, _rx) = std::sync::mpsc::channel();
         let returns = Returns {
@@ -313,14 +419,12 @@ mod tests {
             shutdown_timeout: Duration::from_secs(1),
             open_connections: Arc::default(),
         };
-        spawn_workers(
+        let queue = WorkQueue::new(
             &settings,
-            Arc::clone(&queue),
             Arc::new(PanicOnce(AtomicBool::new(false))),
             returns,
             Arc::new(Lifecycle::default()),
-        )
-        .unwrap();
+        );
         let open = Arc::new(AtomicUsize::new(0));
 
         let mut answers = Vec::new();
@@ -351,7 +455,15 @@ mod tests {
             "the single worker survived: {}",
             String::from_utf8_lossy(&answers[1])
         );
+        // The worker finishes closing just after the client has read everything.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while (open.load(Ordering::SeqCst) > 0 || queue.in_flight() > 0)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(open.load(Ordering::SeqCst), 0, "both slots were given back");
         assert_eq!(queue.in_flight(), 0, "nothing counted as still running");
+        assert_eq!(queue.workers(), 1, "never more than server.workers");
     }
 }

@@ -13,10 +13,11 @@ use ureq_proto::server::{Reply, SendResponseResult};
 
 use crate::api_error::ApiError;
 
-/// Output buffer for ureq-proto. Generous on purpose: its chunk writer can end the body early
-/// when exactly 5 bytes of output space remain while input is pending (ureq-proto 0.7.1); with
-/// a fresh 16 KiB buffer per write and input bounded by `calculate_max_input`, that never happens.
-const OUT_BUF: usize = 16 * 1024;
+/// Output buffer for ureq-proto. Its chunk writer can end the body early when exactly 5 bytes of
+/// output space remain while input is pending (ureq-proto 0.7.1). Every write here starts with
+/// the whole buffer free and passes at most `calculate_max_input` of it, so input never waits
+/// for space; 8 KiB holds any SSE event in one chunk without costing much per stream.
+const OUT_BUF: usize = 8 * 1024;
 
 pub type Headers = Vec<(HeaderName, HeaderValue)>;
 
@@ -83,10 +84,12 @@ impl<'a> Responder<'a> {
         }
         let response = build(status, headers, Some(body.len()), close)?;
         let mut send = self.reply.provide(response).map_err(proto)?;
+        // Head and body go out in one write: one TLS record and one syscall for a small reply.
+        let mut wire = Vec::with_capacity(body.len() + 512);
         let mut buf = vec![0u8; OUT_BUF];
         loop {
             let n = send.write(&mut buf).map_err(proto)?;
-            self.out.write_all(&buf[..n])?;
+            wire.extend_from_slice(&buf[..n]);
             if send.is_finished() {
                 break;
             }
@@ -96,13 +99,14 @@ impl<'a> Responder<'a> {
                 let mut rest = body;
                 while !rest.is_empty() {
                     let (used, n) = body_state.write(rest, &mut buf).map_err(proto)?;
-                    self.out.write_all(&buf[..n])?;
+                    wire.extend_from_slice(&buf[..n]);
                     rest = &rest[used..];
                 }
                 body_state.proceed()
             }
             SendResponseResult::Cleanup(c) => c,
         };
+        self.out.write_all(&wire)?;
         self.out.flush()?;
         Ok(if close || cleanup.must_close_connection() {
             After::Close
