@@ -1,0 +1,570 @@
+//! `cargo run --release -p bench` — what trae-proxy adds, side by side with nginx, on this
+//! machine, with the method printed beside the figures. `--smoke` runs a short version (CI);
+//! `--json PATH` writes the results (default `target/bench/results.json`); `--binary PATH`
+//! measures that build (e.g. the static musl one) instead of building `target/release`.
+//!
+//! Everything runs on loopback: a fast Rust backend (mock.rs), trae-proxy's release build in
+//! front of it, nginx in front of it the same way (TLS, upstream keep-alive, no buffering), and
+//! this process as the load generator (client.rs).
+
+mod client;
+mod mock;
+mod procs;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use client::{Client, Target};
+use stats::{Summary, summarize, us};
+
+const CHAT: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Say hello."}]}"#;
+
+struct Plan {
+    latency_requests: usize,
+    throughput_for: Duration,
+    stream_events: u64,
+    soak_for: Duration,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let json_path = args
+        .windows(2)
+        .find(|w| w[0] == "--json")
+        .map(|w| PathBuf::from(&w[1]))
+        .unwrap_or_else(|| root().join("target/bench/results.json"));
+    let plan = if smoke {
+        Plan {
+            latency_requests: 200,
+            throughput_for: Duration::from_millis(300),
+            stream_events: 16,
+            soak_for: Duration::from_millis(500),
+        }
+    } else {
+        Plan {
+            latency_requests: 5000,
+            throughput_for: Duration::from_secs(5),
+            stream_events: 64,
+            soak_for: Duration::from_secs(10),
+        }
+    };
+
+    let binary = args
+        .windows(2)
+        .find(|w| w[0] == "--binary")
+        .map(|w| PathBuf::from(&w[1]))
+        .unwrap_or_else(build_proxy);
+    let epoch = Instant::now();
+    let mock = mock::Mock::start(epoch);
+    let dir = std::env::temp_dir().join(format!("trae-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let port = procs::free_port();
+    procs::proxy_config(&dir, port, mock.port, 300);
+
+    // Start-up: the first start creates the CA and leaf; later ones find them.
+    let cold = procs::start_proxy(&binary, &dir, port);
+    let cold_startup = cold.startup;
+    drop(cold);
+    let mut warm = Vec::new();
+    for _ in 0..5 {
+        let s = procs::start_proxy(&binary, &dir, port);
+        warm.push(s.startup);
+    }
+    let warm_startup = summarize(&mut warm).p50;
+    let proxy = procs::start_proxy(&binary, &dir, port);
+    let pid = proxy.child.id();
+    std::thread::sleep(Duration::from_millis(300));
+    let (rss_idle, threads_idle) = procs::rss_and_threads(pid);
+
+    let tls = client::tls_config(&dir.join("ca/ca.crt"));
+    let direct = Target::Plain(mock.port);
+    let ours = Target::Tls(proxy.port, Arc::clone(&tls));
+    let nginx_bin = procs::find_nginx().or_else(procs::install_nginx);
+    let nginx = nginx_bin
+        .as_ref()
+        .map(|bin| procs::start_nginx(bin, &dir, &dir.join("ca"), procs::free_port(), mock.port));
+    let theirs = nginx
+        .as_ref()
+        .map(|n| Target::Tls(n.port, Arc::clone(&tls)));
+
+    eprintln!("1/5 latency at 1 client ...");
+    let lat_direct = latency(&direct, plan.latency_requests);
+    let lat_ours = latency(&ours, plan.latency_requests);
+    let lat_nginx = theirs.as_ref().map(|t| latency(t, plan.latency_requests));
+
+    eprintln!("2/5 throughput at 32 and 128 clients ...");
+    let mut throughput_rows = Vec::new();
+    for clients in [32usize, 128] {
+        let o = throughput(&ours, clients, plan.throughput_for);
+        let n = theirs
+            .as_ref()
+            .map(|t| throughput(t, clients, plan.throughput_for));
+        throughput_rows.push((clients, o, n));
+    }
+
+    eprintln!(
+        "3/5 streaming: 16 streams x {} events at 20 ms ...",
+        plan.stream_events
+    );
+    let stream_direct = streams(&direct, 16, plan.stream_events, epoch);
+    let stream_ours = streams(&ours, 16, plan.stream_events, epoch);
+    let stream_nginx = theirs
+        .as_ref()
+        .map(|t| streams(t, 16, plan.stream_events, epoch));
+
+    eprintln!("4/5 memory with 256 concurrent streams ...");
+    let (rss_before_load, _) = procs::rss_and_threads(pid);
+    let sampler = sample_peak(pid);
+    let many = streams(&ours, 256, plan.stream_events, epoch);
+    let (rss_peak, threads_peak) = sampler.finish();
+    // Workers beyond the two kept warm end after 5 s idle (src/server/pool.rs, IDLE_RETIRE).
+    std::thread::sleep(Duration::from_secs(6));
+    let (rss_after, threads_after) = procs::rss_and_threads(pid);
+
+    eprintln!("5/5 soak: requests, streams, errors and disconnects ...");
+    let soak = soak(&ours, pid, plan.soak_for);
+
+    let size = std::fs::metadata(&binary).map_or(0, |m| m.len());
+    let machine = machine();
+    let added_p50 = lat_ours.p50.saturating_sub(lat_direct.p50);
+    let added_p99 = lat_ours.p99.saturating_sub(lat_direct.p99);
+
+    // ---- report
+    println!("\ntrae-proxy benchmark — {machine}\n");
+    println!(
+        "Latency at 1 client, non-streaming chat completion ({} requests, keep-alive):",
+        lat_ours.count
+    );
+    println!("  {:<34} {:>10} {:>10}", "", "p50 µs", "p99 µs");
+    row("backend direct (plain HTTP)", &lat_direct);
+    row("trae-proxy (TLS)", &lat_ours);
+    if let Some(n) = &lat_nginx {
+        row("nginx (TLS, proxy_buffering off)", n);
+    }
+    println!(
+        "  added by trae-proxy: p50 {:.0} µs, p99 {:.0} µs{}",
+        us(added_p50),
+        us(added_p99),
+        lat_nginx.as_ref().map_or(String::new(), |n| format!(
+            "; by nginx: p50 {:.0} µs, p99 {:.0} µs",
+            us(n.p50.saturating_sub(lat_direct.p50)),
+            us(n.p99.saturating_sub(lat_direct.p99))
+        ))
+    );
+    println!(
+        "\nThroughput ({} s per run):",
+        plan.throughput_for.as_secs_f64()
+    );
+    for (clients, o, n) in &throughput_rows {
+        println!(
+            "  {clients:>3} clients: trae-proxy {:>8.0} req/s p99 {:>7.0} µs{}",
+            o.0,
+            us(o.1),
+            n.map_or(String::new(), |n| format!(
+                "   nginx {:>8.0} req/s p99 {:>7.0} µs   ratio {:.2}",
+                n.0,
+                us(n.1),
+                o.0 / n.0
+            ))
+        );
+    }
+    println!(
+        "\nStreaming, 16 streams x {} events at 20 ms, delay from backend send to client receipt:",
+        plan.stream_events
+    );
+    stream_row("backend direct", &stream_direct);
+    stream_row("trae-proxy", &stream_ours);
+    if let Some(n) = &stream_nginx {
+        stream_row("nginx", n);
+    }
+    println!(
+        "\nMemory (RSS) and threads: idle {} KiB / {} threads; before load {} KiB; peak during 256 streams \
+         {} KiB / {} threads ({} of 256 streams complete, {} stalls); 6 s after {} KiB / {} threads",
+        rss_idle,
+        threads_idle,
+        rss_before_load,
+        rss_peak,
+        threads_peak,
+        many.completed,
+        many.stalls,
+        rss_after,
+        threads_after
+    );
+    println!(
+        "Soak ({} s, {} requests incl. streams, 404s, disconnects): threads {} -> {}, open files {} -> {}, RSS {} -> {} KiB",
+        plan.soak_for.as_secs_f64(),
+        soak.requests,
+        soak.before.1,
+        soak.after.1,
+        soak.before.2,
+        soak.after.2,
+        soak.before.0,
+        soak.after.0
+    );
+    println!(
+        "Start-up to first accepted connection: {:.1} ms (certificates present), {:.1} ms (first start, creating them)",
+        warm_startup.as_secs_f64() * 1e3,
+        cold_startup.as_secs_f64() * 1e3
+    );
+    println!(
+        "Binary: {} bytes ({:.2} MiB), {}",
+        size,
+        size as f64 / 1048576.0,
+        binary.display()
+    );
+
+    let budgets = [
+        ("added latency p50 <= 60 us", us(added_p50) <= 60.0),
+        ("added latency p99 <= 200 us", us(added_p99) <= 200.0),
+        (
+            "throughput at 32 clients >= 0.5x nginx",
+            throughput_rows[0]
+                .2
+                .is_none_or(|n| throughput_rows[0].1.0 >= 0.5 * n.0),
+        ),
+        (
+            "stream p99 added delay <= 1 ms",
+            (stream_ours
+                .delay
+                .p99
+                .saturating_sub(stream_direct.delay.p99))
+                <= Duration::from_millis(1),
+        ),
+        ("zero stalls", stream_ours.stalls == 0 && many.stalls == 0),
+        ("all 256 concurrent streams complete", many.completed == 256),
+        ("RSS idle <= 4 MiB", rss_idle <= 4096),
+        ("RSS during 256 streams <= 32 MiB", rss_peak <= 32 * 1024),
+        (
+            "RSS after load within 2 MiB of idle",
+            rss_after <= rss_idle + 2048,
+        ),
+        (
+            "start-up <= 50 ms",
+            warm_startup <= Duration::from_millis(50),
+        ),
+        (
+            "soak: same threads and open files",
+            soak.before.1 == soak.after.1 && soak.after.2 <= soak.before.2,
+        ),
+    ];
+    println!("\nBudgets:");
+    for (name, ok) in &budgets {
+        println!("  [{}] {name}", if *ok { "met" } else { "MISSED" });
+    }
+    println!("\n{METHOD}");
+
+    let report = json!({
+        "machine": machine,
+        "smoke": smoke,
+        "latency_us": {
+            "direct": summary_json(&lat_direct),
+            "trae_proxy": summary_json(&lat_ours),
+            "nginx": lat_nginx.as_ref().map(summary_json),
+            "added_p50": us(added_p50),
+            "added_p99": us(added_p99),
+        },
+        "throughput": throughput_rows.iter().map(|(c, o, n)| json!({
+            "clients": c, "trae_proxy_rps": o.0, "trae_proxy_p99_us": us(o.1),
+            "nginx_rps": n.map(|n| n.0), "nginx_p99_us": n.map(|n| us(n.1)),
+        })).collect::<Vec<Value>>(),
+        "streaming_delay_us": {
+            "direct": summary_json(&stream_direct.delay),
+            "trae_proxy": summary_json(&stream_ours.delay),
+            "nginx": stream_nginx.as_ref().map(|s| summary_json(&s.delay)),
+            "trae_proxy_stalls": stream_ours.stalls,
+        },
+        "memory_kib": {"idle": rss_idle, "peak_256_streams": rss_peak, "after": rss_after},
+        "threads": {"idle": threads_idle, "peak": threads_peak, "after": threads_after},
+        "streams_256_completed": many.completed,
+        "soak": {"requests": soak.requests, "before": soak.before, "after": soak.after},
+        "startup_ms": {"warm": warm_startup.as_secs_f64() * 1e3, "cold": cold_startup.as_secs_f64() * 1e3},
+        "binary_bytes": size,
+        "budgets": budgets.iter().map(|(n, ok)| json!({"budget": n, "met": ok})).collect::<Vec<Value>>(),
+    });
+    if let Some(parent) = json_path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&report).unwrap_or_default(),
+    )
+    .expect("write JSON");
+    println!("JSON: {}", json_path.display());
+    drop(nginx);
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const METHOD: &str = "Method: everything on loopback on this machine. The backend is an in-process Rust \
+HTTP/1.1 server (keep-alive, ~300-byte JSON reply; streams stamp each event with its send time). \
+The load generator is this process: one keep-alive connection per client thread, TLS 1.3 to \
+trae-proxy and nginx (both with the proxy's ECDSA certificate), plain HTTP straight to the backend. \
+Latency: sequential requests on one connection after a warm-up; 'added' is the difference of the \
+percentiles to the direct run. Throughput: N client threads for a fixed time, requests completed \
+per second and the p99 of their latencies; load generator, proxy and backend share the cores. \
+Streaming: delay from the backend's send stamp to the client's read; a stall is a gap over 200 ms \
+(10x the pacing). Memory: VmRSS and Threads from /proc, peak sampled every 50 ms, 'after' taken \
+6 s after the load, once idle workers have ended. trae-proxy runs with up to 300 workers (a worker \
+serves one request at a time, so 256 concurrent streams need 256; they start on demand). \
+nginx: worker_processes auto, upstream keepalive 256, proxy_buffering off, access_log off.";
+
+fn row(name: &str, s: &Summary) {
+    println!("  {name:<34} {:>10.0} {:>10.0}", us(s.p50), us(s.p99));
+}
+
+fn stream_row(name: &str, s: &StreamRun) {
+    println!(
+        "  {name:<16} p50 {:>7.0} µs  p99 {:>7.0} µs  max {:>7.0} µs  stalls {}  complete {}/{}",
+        us(s.delay.p50),
+        us(s.delay.p99),
+        us(s.delay.max),
+        s.stalls,
+        s.completed,
+        s.streams
+    );
+}
+
+fn summary_json(s: &Summary) -> Value {
+    json!({"p50": us(s.p50), "p99": us(s.p99), "max": us(s.max), "n": s.count})
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn build_proxy() -> PathBuf {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--bin", "trae-proxy"])
+        .current_dir(root())
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building trae-proxy failed");
+    root().join("target/release/trae-proxy")
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0);
+    format!("{cpus} cores, {model}, {} GiB", mem_kib / 1024 / 1024)
+}
+
+fn latency(target: &Target, n: usize) -> Summary {
+    let mut client = Client::connect(target).expect("connect");
+    for _ in 0..n / 10 {
+        client.request(CHAT).expect("warm-up request");
+    }
+    let mut samples: Vec<Duration> = (0..n)
+        .map(|_| client.request(CHAT).expect("request"))
+        .collect();
+    summarize(&mut samples)
+}
+
+/// Requests per second and p99 latency with `clients` connections for `length`.
+fn throughput(target: &Target, clients: usize, length: Duration) -> (f64, Duration) {
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let target = target.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let mut client = Client::connect(&target).expect("connect");
+                client.request(CHAT).expect("warm-up");
+                barrier.wait();
+                let end = Instant::now() + length;
+                let mut samples = Vec::new();
+                while Instant::now() < end {
+                    samples.push(client.request(CHAT).expect("request"));
+                }
+                samples
+            })
+        })
+        .collect();
+    barrier.wait();
+    let started = Instant::now();
+    let mut all: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap_or_default())
+        .collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    let rps = all.len() as f64 / elapsed;
+    (rps, summarize(&mut all).p99)
+}
+
+struct StreamRun {
+    streams: usize,
+    completed: usize,
+    stalls: usize,
+    delay: Summary,
+}
+
+fn streams(target: &Target, count: usize, events: u64, epoch: Instant) -> StreamRun {
+    let body = format!(
+        r#"{{"model":"gpt-4o","stream":true,"events":{events},"pace_ms":20,"messages":[]}}"#
+    );
+    let delays = Arc::new(Mutex::new(Vec::new()));
+    let barrier = Arc::new(Barrier::new(count));
+    let handles: Vec<_> = (0..count)
+        .map(|_| {
+            let (target, body, delays, barrier) = (
+                target.clone(),
+                body.clone(),
+                Arc::clone(&delays),
+                Arc::clone(&barrier),
+            );
+            std::thread::spawn(move || {
+                let mut client = Client::connect(&target).ok()?;
+                barrier.wait();
+                let mut mine = Vec::new();
+                let mut last: Option<Instant> = None;
+                let mut stalls = 0;
+                let mut seen = 0;
+                client
+                    .stream(&body, |at, data| {
+                        if let Some(t) = data.split("\"t\":").nth(1).and_then(|r| {
+                            r.split(|c: char| !c.is_ascii_digit())
+                                .next()?
+                                .parse::<u64>()
+                                .ok()
+                        }) {
+                            let sent = epoch + Duration::from_nanos(t);
+                            mine.push(at.saturating_duration_since(sent));
+                            seen += 1;
+                            if last.is_some_and(|l| at - l > Duration::from_millis(200)) {
+                                stalls += 1;
+                            }
+                            last = Some(at);
+                        }
+                        true
+                    })
+                    .ok()?;
+                if let Ok(mut d) = delays.lock() {
+                    d.extend(mine);
+                }
+                Some((seen == events as usize, stalls))
+            })
+        })
+        .collect();
+    let results: Vec<Option<(bool, usize)>> = handles
+        .into_iter()
+        .map(|h| h.join().ok().flatten())
+        .collect();
+    let mut delays = delays.lock().map(|d| d.clone()).unwrap_or_default();
+    StreamRun {
+        streams: count,
+        completed: results
+            .iter()
+            .filter(|r| r.is_some_and(|(done, _)| done))
+            .count(),
+        stalls: results.iter().flatten().map(|(_, s)| s).sum(),
+        delay: summarize(&mut delays),
+    }
+}
+
+struct Sampler {
+    stop: Arc<Mutex<bool>>,
+    handle: std::thread::JoinHandle<(u64, u64)>,
+}
+
+fn sample_peak(pid: u32) -> Sampler {
+    let stop = Arc::new(Mutex::new(false));
+    let flag = Arc::clone(&stop);
+    let handle = std::thread::spawn(move || {
+        let mut peak = (0, 0);
+        while !*flag.lock().unwrap_or_else(|p| p.into_inner()) {
+            let (rss, threads) = procs::rss_and_threads(pid);
+            peak = (peak.0.max(rss), peak.1.max(threads));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        peak
+    });
+    Sampler { stop, handle }
+}
+
+impl Sampler {
+    fn finish(self) -> (u64, u64) {
+        *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.handle.join().unwrap_or((0, 0))
+    }
+}
+
+struct Soak {
+    requests: usize,
+    /// (RSS KiB, threads, open files)
+    before: (u64, u64, usize),
+    after: (u64, u64, usize),
+}
+
+/// A mixed load for `length`, then the process must look as it did before.
+fn soak(target: &Target, pid: u32, length: Duration) -> Soak {
+    let snapshot = || {
+        let (rss, threads) = procs::rss_and_threads(pid);
+        (rss, threads, procs::open_files(pid))
+    };
+    let before = snapshot();
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let target = target.clone();
+            std::thread::spawn(move || {
+                let end = Instant::now() + length;
+                let mut n = 0;
+                while Instant::now() < end {
+                    let Ok(mut client) = Client::connect(&target) else { continue };
+                    let _ = match (i + n) % 4 {
+                        0 => client.request(CHAT).map(|_| ()),
+                        1 => client
+                            .request(r#"{"model":"no-such-model","messages":[]}"#)
+                            .map(|_| ()),
+                        2 => client.stream(
+                            r#"{"model":"gpt-4o","stream":true,"events":5,"pace_ms":2,"messages":[]}"#,
+                            |_, _| true,
+                        ),
+                        // Hang up in the middle of a stream.
+                        _ => client.stream(
+                            r#"{"model":"gpt-4o","stream":true,"events":50,"pace_ms":5,"messages":[]}"#,
+                            |_, data| !data.contains("\"i\":3,"),
+                        ),
+                    };
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let requests = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    // Abandoned streams end at the backend's pace; idle connections close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut after = snapshot();
+    while (after.1 != before.1 || after.2 > before.2) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        after = snapshot();
+    }
+    Soak {
+        requests,
+        before,
+        after,
+    }
+}

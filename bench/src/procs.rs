@@ -1,0 +1,190 @@
+//! The processes under test: trae-proxy (release build) and nginx, each on a free loopback port
+//! in front of the same backend, and what /proc says about them.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    /// From spawn to the first accepted TCP connection.
+    pub startup: Duration,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_listening(child: &mut Child, port: u16, started: Instant) -> Duration {
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return started.elapsed();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("server exited early: {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Writes the proxy's config into `dir` (certificates go to `dir/ca`).
+pub fn proxy_config(dir: &Path, port: u16, backend: u16, workers: usize) {
+    let yaml = format!(
+        "domain: api.openai.com\napis:\n  - name: bench\n    endpoint: \"http://127.0.0.1:{backend}\"\n    \
+         custom_model_id: gpt-4o\n    target_model_id: bench-backend\nserver:\n  port: {port}\n  bind: 127.0.0.1\n  \
+         workers: {workers}\n  max_connections: 2048\n"
+    );
+    std::fs::write(dir.join("config.yaml"), yaml).expect("write config");
+}
+
+pub fn start_proxy(binary: &Path, dir: &Path, port: u16) -> Server {
+    let started = Instant::now();
+    let mut child = Command::new(binary)
+        .args(["serve", "--config"])
+        .arg(dir.join("config.yaml"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start trae-proxy");
+    let startup = wait_listening(&mut child, port, started);
+    Server {
+        child,
+        port,
+        startup,
+    }
+}
+
+pub fn find_nginx() -> Option<PathBuf> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Installs nginx from Debian when we may (root, apt-get present).
+pub fn install_nginx() -> Option<PathBuf> {
+    let root = Command::new("id").arg("-u").output().ok()?.stdout == b"0\n";
+    if !root {
+        return None;
+    }
+    eprintln!("installing nginx from Debian for the comparison ...");
+    let quiet = || Stdio::null();
+    Command::new("apt-get")
+        .args(["update", "-qq"])
+        .stdout(quiet())
+        .status()
+        .ok()?;
+    Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "nginx-light",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(quiet())
+        .status()
+        .ok()
+        .filter(|s| s.success())
+        .or_else(|| {
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends", "nginx"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(quiet())
+                .status()
+                .ok()
+        })?;
+    find_nginx()
+}
+
+/// nginx terminating TLS with the proxy's certificate and forwarding to the backend with
+/// upstream keep-alive and no buffering: the way one would do this job with nginx.
+pub fn start_nginx(nginx: &Path, dir: &Path, cert_dir: &Path, port: u16, backend: u16) -> Server {
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).expect("nginx dir");
+    let chain = prefix.join("chain.pem");
+    let leaf = std::fs::read_to_string(cert_dir.join("api.openai.com.crt")).expect("leaf");
+    let ca = std::fs::read_to_string(cert_dir.join("ca.crt")).expect("ca");
+    std::fs::write(&chain, format!("{leaf}{ca}")).expect("chain");
+    let conf = format!(
+        r#"worker_processes auto;
+error_log {logs}/error.log error;
+pid {logs}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    upstream backend {{ server 127.0.0.1:{backend}; keepalive 256; }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {chain};
+        ssl_certificate_key {key};
+        keepalive_requests 1000000;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"#,
+        logs = prefix.join("logs").display(),
+        chain = chain.display(),
+        key = cert_dir.join("api.openai.com.key").display(),
+    );
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("nginx.conf");
+    let started = Instant::now();
+    let mut child = Command::new(nginx)
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&conf_path)
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let startup = wait_listening(&mut child, port, started);
+    Server {
+        child,
+        port,
+        startup,
+    }
+}
+
+/// VmRSS in KiB and the thread count of `pid`.
+pub fn rss_and_threads(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("Threads:"))
+}
+
+pub fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
