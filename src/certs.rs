@@ -50,6 +50,83 @@ impl CertPaths {
 
 /// A leaf is renewed this long before it expires.
 pub const RENEW_WITHIN: Duration = Duration::days(30);
+/// A CA this close to its end is warned about at start.
+pub const CA_WARN_WITHIN: Duration = Duration::days(90);
+
+/// What `certs show` prints of a certificate.
+#[derive(Debug)]
+pub struct CertInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub names: Vec<String>,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub is_ca: bool,
+    /// SHA-256 of the DER, as colon-separated hex (what browsers and `openssl x509 -fingerprint`
+    /// show).
+    pub sha256: String,
+}
+
+impl CertInfo {
+    pub fn days_left(&self) -> i64 {
+        (self.not_after - OffsetDateTime::now_utc()).whole_days()
+    }
+}
+
+/// Reads the first certificate of a PEM file.
+pub fn read_info(path: &Path) -> Result<CertInfo, Error> {
+    let der = read_certs(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::CertInvalid {
+            path: path.to_owned(),
+            why: "no certificate".to_owned(),
+        })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| Error::CertInvalid {
+        path: path.to_owned(),
+        why: format!("not a valid certificate: {e}"),
+    })?;
+    let names = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => format!("DNS:{d}"),
+                    x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
+                        4 => format!("IP:{}", std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])),
+                        16 => {
+                            let mut b = [0u8; 16];
+                            b.copy_from_slice(ip);
+                            format!("IP:{}", std::net::Ipv6Addr::from(b))
+                        }
+                        _ => "IP:?".to_owned(),
+                    },
+                    other => other.to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &der);
+    let sha256 = digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    Ok(CertInfo {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        names,
+        not_before: cert.validity().not_before.to_datetime(),
+        not_after: cert.validity().not_after.to_datetime(),
+        is_ca: cert.is_ca(),
+        sha256,
+    })
+}
 
 /// What [`ensure`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -90,7 +167,7 @@ pub fn ensure(paths: &CertPaths, names: &[String]) -> Result<Created, Error> {
         Some(reason) => reason,
     };
     if let Some(dir) = paths.ca_cert.parent() {
-        fs::create_dir_all(dir).map_err(|source| Error::CertIo {
+        fs::create_dir_all(dir).map_err(|source| Error::FileIo {
             path: dir.to_owned(),
             source,
         })?;
@@ -194,13 +271,13 @@ pub fn create_ca(paths: &CertPaths) -> Result<(), Error> {
     let cert = params.self_signed(&key)?;
 
     write_atomic(&paths.ca_key, key.serialize_pem().as_bytes(), MODE_SECRET).map_err(|source| {
-        Error::CertIo {
+        Error::FileIo {
             path: paths.ca_key.clone(),
             source,
         }
     })?;
     write_atomic(&paths.ca_cert, cert.pem().as_bytes(), MODE_PUBLIC).map_err(|source| {
-        Error::CertIo {
+        Error::FileIo {
             path: paths.ca_cert.clone(),
             source,
         }
@@ -248,13 +325,13 @@ pub fn issue_leaf(paths: &CertPaths, names: &[String]) -> Result<(), Error> {
     let cert = params.signed_by(&key, &issuer)?;
 
     write_atomic(&paths.leaf_key, key.serialize_pem().as_bytes(), MODE_SECRET).map_err(
-        |source| Error::CertIo {
+        |source| Error::FileIo {
             path: paths.leaf_key.clone(),
             source,
         },
     )?;
     write_atomic(&paths.leaf_cert, cert.pem().as_bytes(), MODE_PUBLIC).map_err(|source| {
-        Error::CertIo {
+        Error::FileIo {
             path: paths.leaf_cert.clone(),
             source,
         }
@@ -302,7 +379,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 }
 
 fn read_text(path: &Path) -> Result<String, Error> {
-    fs::read_to_string(path).map_err(|source| Error::CertIo {
+    fs::read_to_string(path).map_err(|source| Error::FileIo {
         path: path.to_owned(),
         source,
     })

@@ -20,6 +20,16 @@ pub struct Cli {
 #[argh(subcommand)]
 pub enum Command {
     Serve(ServeArgs),
+    Check(CheckArgs),
+    Api(ApiArgs),
+    Domain(DomainArgs),
+    Certs(CertsArgs),
+    Doctor(DoctorArgs),
+    Mock(MockArgs),
+}
+
+fn default_config() -> PathBuf {
+    PathBuf::from("config.yaml")
 }
 
 /// Run the proxy (the default when no command is given).
@@ -27,7 +37,7 @@ pub enum Command {
 #[argh(subcommand, name = "serve")]
 pub struct ServeArgs {
     /// config file (default: ./config.yaml); paths inside it are relative to its folder
-    #[argh(option, short = 'c', default = "PathBuf::from(\"config.yaml\")")]
+    #[argh(option, short = 'c', default = "default_config()")]
     pub config: PathBuf,
 
     /// listen on this port instead of server.port
@@ -42,8 +52,242 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn defaults() -> Self {
         ServeArgs {
-            config: PathBuf::from("config.yaml"),
+            config: default_config(),
             ..ServeArgs::default()
         }
     }
+}
+
+/// Validate a config file and its certificate files without starting; list every problem.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "check")]
+pub struct CheckArgs {
+    /// config file (default: ./config.yaml)
+    #[argh(option, short = 'c', default = "default_config()")]
+    pub config: PathBuf,
+}
+
+/// Manage the backend entries (apis) of the config file.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "api")]
+pub struct ApiArgs {
+    /// config file (default: ./config.yaml)
+    #[argh(option, short = 'c', default = "default_config()")]
+    pub config: PathBuf,
+
+    #[argh(subcommand)]
+    pub action: ApiAction,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum ApiAction {
+    List(ApiList),
+    Add(ApiAdd),
+    Update(ApiUpdate),
+    Remove(ApiRemove),
+    Enable(ApiEnable),
+    Disable(ApiDisable),
+}
+
+/// List the entries, numbered from 1.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct ApiList {}
+
+/// Add an entry.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "add")]
+pub struct ApiAdd {
+    /// unique name, used in logs and errors
+    #[argh(option)]
+    pub name: String,
+    /// backend base URL, e.g. https://api.deepseek.com
+    #[argh(option)]
+    pub endpoint: String,
+    /// the model id clients ask for ("*" for every other model)
+    #[argh(option)]
+    pub custom_model_id: String,
+    /// the model id sent to the backend (default: the client's, unchanged)
+    #[argh(option)]
+    pub target_model_id: Option<String>,
+    /// null, true or false: force streaming towards the backend
+    #[argh(option)]
+    pub stream_mode: Option<String>,
+    /// share of the pool's requests (default 1)
+    #[argh(option)]
+    pub weight: Option<u32>,
+    /// environment variable holding the backend's API key
+    #[argh(option)]
+    pub api_key_env: Option<String>,
+    /// add it switched off
+    #[argh(switch)]
+    pub inactive: bool,
+}
+
+/// Change the given fields of an entry, and only those.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "update")]
+pub struct ApiUpdate {
+    /// the entry: its name, or its number as `api list` shows it
+    #[argh(positional)]
+    pub entry: String,
+    /// new name
+    #[argh(option)]
+    pub name: Option<String>,
+    /// new endpoint
+    #[argh(option)]
+    pub endpoint: Option<String>,
+    /// new client-side model id
+    #[argh(option)]
+    pub custom_model_id: Option<String>,
+    /// new backend model id
+    #[argh(option)]
+    pub target_model_id: Option<String>,
+    /// null, true or false (null puts it back to "as the client asks")
+    #[argh(option)]
+    pub stream_mode: Option<String>,
+    /// new weight
+    #[argh(option)]
+    pub weight: Option<u32>,
+    /// environment variable holding the backend's API key
+    #[argh(option)]
+    pub api_key_env: Option<String>,
+}
+
+/// Remove an entry.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "remove")]
+pub struct ApiRemove {
+    /// the entry: its name, or its number as `api list` shows it
+    #[argh(positional)]
+    pub entry: String,
+}
+
+/// Switch an entry on.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "enable")]
+pub struct ApiEnable {
+    /// the entry: its name, or its number as `api list` shows it
+    #[argh(positional)]
+    pub entry: String,
+    /// switch every other entry off (the original's `activate`)
+    #[argh(switch)]
+    pub only: bool,
+}
+
+/// Switch an entry off.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "disable")]
+pub struct ApiDisable {
+    /// the entry: its name, or its number as `api list` shows it
+    #[argh(positional)]
+    pub entry: String,
+}
+
+/// Change the domain the proxy answers as, and issue its certificate.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "domain")]
+pub struct DomainArgs {
+    /// config file (default: ./config.yaml)
+    #[argh(option, short = 'c', default = "default_config()")]
+    pub config: PathBuf,
+
+    #[argh(subcommand)]
+    pub action: DomainAction,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum DomainAction {
+    Set(DomainSet),
+}
+
+/// Set `domain` and issue a certificate for it from the existing CA.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "set")]
+pub struct DomainSet {
+    /// the new host name, e.g. api.openai.com
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// Certificates: with no action, create what is missing.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "certs")]
+pub struct CertsArgs {
+    /// config file (default: ./config.yaml)
+    #[argh(option, short = 'c', default = "default_config()")]
+    pub config: PathBuf,
+
+    #[argh(subcommand)]
+    pub action: Option<CertsAction>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum CertsAction {
+    Renew(CertsRenew),
+    NewCa(CertsNewCa),
+    Show(CertsShow),
+    TrustHelp(CertsTrustHelp),
+}
+
+/// Issue a new server certificate from the existing CA.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "renew")]
+pub struct CertsRenew {}
+
+/// Replace the CA (every client must then trust the new one) and issue a new certificate.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "new-ca")]
+pub struct CertsNewCa {}
+
+/// Show subject, names, validity, fingerprints and days left of the CA and the certificate.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "show")]
+pub struct CertsShow {}
+
+/// Print the steps to trust the CA on Windows, macOS, Linux and Firefox.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "trust-help")]
+pub struct CertsTrustHelp {}
+
+/// Check, from a client machine, that everything between it and the backends works.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "doctor")]
+pub struct DoctorArgs {
+    /// config file (default: ./config.yaml): domain, port, CA and backends to check
+    #[argh(option, short = 'c', default = "default_config()")]
+    pub config: PathBuf,
+    /// the proxy's address, to compare with what `domain` resolves to
+    #[argh(option)]
+    pub proxy: Option<IpAddr>,
+    /// connect to this address instead of resolving `domain` (like curl --resolve)
+    #[argh(option)]
+    pub resolve: Option<IpAddr>,
+    /// port of the proxy (default: server.port)
+    #[argh(option)]
+    pub port: Option<u16>,
+    /// API key to try against backends without their own api_key
+    #[argh(option)]
+    pub api_key: Option<String>,
+}
+
+/// Run a built-in OpenAI-compatible backend that answers without any key or cost.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "mock")]
+pub struct MockArgs {
+    /// port to listen on (default 8000)
+    #[argh(option, default = "8000")]
+    pub port: u16,
+    /// address to listen on (default 127.0.0.1)
+    #[argh(option, default = "IpAddr::from([127, 0, 0, 1])")]
+    pub bind: IpAddr,
+    /// delay before the first byte of each reply, in milliseconds (default 0)
+    #[argh(option, default = "0")]
+    pub latency_ms: u64,
+    /// pace of streamed tokens (default 50; 0 sends them at once)
+    #[argh(option, default = "50")]
+    pub tokens_per_second: u32,
 }

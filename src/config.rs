@@ -141,6 +141,9 @@ pub struct Server {
     pub shutdown_timeout: Duration,
     /// `server.admin_bind`: where `/healthz` and `/metrics` are served (plain HTTP), if anywhere.
     pub admin_bind: Option<std::net::SocketAddr>,
+    /// How often the running proxy checks whether its certificate needs renewing. Defaults to
+    /// one day.
+    pub cert_check_interval: Duration,
 }
 
 /// Failover and passive health of backend pools.
@@ -245,16 +248,17 @@ impl Config {
             }
         }
 
+        // Names are compared before each entry is checked, so a duplicate is reported even
+        // when one of the two has other problems.
+        let names: Vec<String> = raw.apis.iter().map(|a| a.name.trim().to_owned()).collect();
         let mut backends = Vec::with_capacity(raw.apis.len());
         for (i, api) in raw.apis.into_iter().enumerate() {
+            if names[..i].contains(&names[i]) {
+                problems.push(format!("apis[{i}]: name {:?} is used twice", names[i]));
+            }
             match Backend::from_raw(api, base_dir) {
                 Ok(b) => backends.push(b),
                 Err(errs) => problems.extend(errs.into_iter().map(|e| format!("apis[{i}]: {e}"))),
-            }
-        }
-        for (i, b) in backends.iter().enumerate() {
-            if backends[..i].iter().any(|other| other.name == b.name) {
-                problems.push(format!("apis[{i}]: name {:?} is used twice", b.name));
             }
         }
 
@@ -494,6 +498,11 @@ impl Server {
             raw.shutdown_timeout,
             Duration::from_secs(30),
         );
+        let cert_check_interval = secs(
+            "cert_check_interval",
+            raw.cert_check_interval,
+            Duration::from_secs(24 * 3600),
+        );
 
         let admin_bind = raw.admin_bind.as_deref().and_then(|text| {
             text.trim()
@@ -535,6 +544,7 @@ impl Server {
             health,
             shutdown_timeout,
             admin_bind,
+            cert_check_interval,
         }
     }
 }
@@ -699,6 +709,7 @@ struct RawServer {
     max_cooldown: Option<u64>,
     shutdown_timeout: Option<u64>,
     admin_bind: Option<String>,
+    cert_check_interval: Option<u64>,
 }
 
 /// A YAML boolean, or the quoted `"true"`/`"false"` strings the original CLI wrote. The original

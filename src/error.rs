@@ -22,7 +22,7 @@ pub enum Error {
         path: PathBuf,
         why: String,
     },
-    CertIo {
+    FileIo {
         path: PathBuf,
         source: io::Error,
     },
@@ -32,6 +32,17 @@ pub enum Error {
         addr: SocketAddr,
         source: io::Error,
     },
+    /// A config edit that would make the file invalid; the file was left as it was.
+    EditRefused {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+    /// A command that cannot be done as asked (unknown entry, last entry, ...).
+    Refused(String),
+    /// The command line itself is wrong; exit status 2.
+    Usage(String),
+    /// A check (`check`, `doctor`) found problems it has already reported.
+    ChecksFailed(usize),
     Io(io::Error),
 }
 
@@ -51,7 +62,7 @@ impl fmt::Display for Error {
             Error::CertInvalid { path, why } => {
                 write!(f, "certificate file {}: {why}", path.display())
             }
-            Error::CertIo { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::FileIo { path, source } => write!(f, "{}: {source}", path.display()),
             Error::CertGenerate(e) => write!(f, "cannot generate certificate: {e}"),
             Error::Tls(e) => write!(f, "TLS setup failed: {e}"),
             Error::Bind { addr, source } if source.kind() == io::ErrorKind::PermissionDenied => {
@@ -68,6 +79,20 @@ impl fmt::Display for Error {
                 "cannot listen on {addr}: {source}. Another process holds the port; stop it or choose another server.port"
             ),
             Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            Error::EditRefused { path, problems } => {
+                write!(
+                    f,
+                    "not changed: the result would be invalid, {} is as it was:",
+                    path.display()
+                )?;
+                for p in problems {
+                    write!(f, "\n  - {p}")?;
+                }
+                Ok(())
+            }
+            Error::Refused(why) => f.write_str(why),
+            Error::Usage(why) => write!(f, "{why} (see --help)"),
+            Error::ChecksFailed(n) => write!(f, "{n} check(s) failed"),
             Error::Io(e) => write!(f, "{e}"),
         }
     }

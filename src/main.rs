@@ -6,7 +6,9 @@ mod admin;
 mod api_error;
 mod certs;
 mod cli;
+mod cmd;
 mod config;
+mod edit;
 mod error;
 mod files;
 mod forward;
@@ -36,6 +38,10 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ error::Error::Usage(_)) => {
+            eprintln!("trae-proxy: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(e) => {
             eprintln!("trae-proxy: {e}");
             ExitCode::FAILURE
@@ -75,5 +81,11 @@ fn run(cli: Cli) -> Result<(), error::Error> {
     match cli.command {
         Some(Command::Serve(args)) => serve::run(&args),
         None => serve::run(&cli::ServeArgs::defaults()),
+        Some(Command::Check(args)) => cmd::check::run(&args),
+        Some(Command::Api(args)) => cmd::api::run(&args),
+        Some(Command::Domain(args)) => cmd::domain::run(&args),
+        Some(Command::Certs(args)) => cmd::certs::run(&args),
+        Some(Command::Doctor(args)) => cmd::doctor::run(&args),
+        Some(Command::Mock(args)) => cmd::mock::run(&args),
     }
 }

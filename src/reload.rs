@@ -86,6 +86,30 @@ impl Live {
     }
 }
 
+impl Live {
+    pub fn cert_check_interval(&self) -> std::time::Duration {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .server
+            .cert_check_interval
+    }
+
+    /// Renews the leaf when it is about to expire (or no longer covers the configured names),
+    /// without a restart: the next handshakes use the new one. Logged by `certified_key`.
+    pub fn renew_if_due(&self) {
+        let config = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match serve::certified_key(&config) {
+            Ok(key) => self.resolver.replace(key),
+            Err(e) => error!("certificate check failed; the current certificate stays: {e}"),
+        }
+    }
+}
+
 impl Handler for Live {
     fn handle(
         &self,

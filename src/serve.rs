@@ -58,6 +58,15 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     let lifecycle = Arc::new(Lifecycle::default());
     let reloader = Arc::clone(&live);
     lifecycle::watch(Arc::clone(&lifecycle), move || reloader.reload())?;
+    let renewer = Arc::clone(&live);
+    std::thread::Builder::new()
+        .name("cert-check".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(renewer.cert_check_interval());
+                renewer.renew_if_due();
+            }
+        })?;
     server::run(listener, tls_config, live, settings, lifecycle)
 }
 
@@ -100,6 +109,16 @@ pub fn certified_key(config: &Config) -> Result<CertifiedKey, Error> {
             names.join(", "),
             paths.leaf_cert.display()
         ),
+    }
+    if let Ok(ca) = certs::read_info(&paths.ca_cert) {
+        let left = ca.days_left();
+        if left < certs::CA_WARN_WITHIN.whole_days() {
+            warn!(
+                "the CA {} expires in {left} days; create a new one with `trae-proxy certs new-ca` \
+                 and have every client trust it before then",
+                paths.ca_cert.display()
+            );
+        }
     }
     for key in [&paths.ca_key, &paths.leaf_key] {
         if files::readable_by_others(key) {

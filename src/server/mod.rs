@@ -65,3 +65,48 @@ pub fn run(
     let mut parking = parking::Parking::new(listener, tls, handler, &settings, lifecycle)?;
     parking.run()
 }
+
+/// Serves one plain-HTTP connection on the calling thread until it closes: for small
+/// side servers (the built-in `mock` backend) that want the same parsing, limits and error
+/// answers as the proxy without TLS or the worker pool.
+pub fn serve_plain(
+    mut sock: std::net::TcpStream,
+    handler: &dyn Handler,
+    max_body: u64,
+    io_timeout: Duration,
+) {
+    use std::io::Read;
+    let peer = match sock.peer_addr() {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    if sock.set_read_timeout(Some(io_timeout)).is_err()
+        || sock.set_write_timeout(Some(io_timeout)).is_err()
+    {
+        return;
+    }
+    let _ = sock.set_nodelay(true);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while conn::find_head_end(&buf).is_none() {
+            if buf.len() > MAX_HEAD_BYTES {
+                let _ = std::io::Write::write_all(
+                    &mut sock,
+                    &respond::raw_error(&crate::api_error::ApiError::header_too_large(
+                        MAX_HEAD_BYTES,
+                    )),
+                );
+                return;
+            }
+            match sock.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        match exchange::serve(&mut sock, &mut buf, peer, max_body, handler) {
+            Ok(After::KeepAlive) => {}
+            Ok(After::Close) | Err(_) => return,
+        }
+    }
+}

@@ -11,6 +11,7 @@ mod mock;
 mod api;
 mod certs;
 mod chat;
+mod cli;
 mod compat;
 mod http;
 mod idle;

@@ -1,0 +1,64 @@
+//! `trae-proxy check`: validate the config and the certificate files without starting. Every
+//! problem is listed with the file, the entry and the field; exit 0 only when there is none.
+
+use crate::certs::{self, CertPaths};
+use crate::cli::CheckArgs;
+use crate::config::Config;
+use crate::error::Error;
+use crate::tls;
+
+pub fn run(args: &CheckArgs) -> Result<(), Error> {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(Error::ConfigInvalid { path, problems }) => {
+            for p in &problems {
+                println!("{}: {p}", path.display());
+            }
+            return Err(Error::ChecksFailed(problems.len()));
+        }
+        Err(e) => return Err(e),
+    };
+    let mut problems = Vec::new();
+    let paths = CertPaths::new(&config.cert_dir, &config.domain);
+    if paths.ca_cert.exists() {
+        if let Err(e) = certs::read_info(&paths.ca_cert) {
+            problems.push(e.to_string());
+        }
+    }
+    match (paths.leaf_cert.exists(), paths.leaf_key.exists()) {
+        (true, true) => {
+            if let Err(e) = tls::load_certified_key(&paths) {
+                problems.push(e.to_string());
+            }
+        }
+        (false, false) => println!(
+            "note: no certificate for {} yet in {}; `serve` or `certs` creates it",
+            config.domain,
+            config.cert_dir.display()
+        ),
+        (true, false) => problems.push(format!(
+            "{}: missing (its certificate exists)",
+            paths.leaf_key.display()
+        )),
+        (false, true) => problems.push(format!(
+            "{}: missing (its key exists)",
+            paths.leaf_cert.display()
+        )),
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    if !problems.is_empty() {
+        return Err(Error::ChecksFailed(problems.len()));
+    }
+    let active = config.active_backends().count();
+    println!(
+        "{}: ok — {} entries ({active} active), domain {}, listens on {}:{}",
+        args.config.display(),
+        config.backends.len(),
+        config.domain,
+        config.server.bind,
+        config.server.port
+    );
+    Ok(())
+}

@@ -1,0 +1,511 @@
+//! The management commands, run as a user would: output, exit status, and what they leave in
+//! the config file and the certificate folder.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::client::{chat_request, connect, roundtrip};
+use crate::harness::{Proxy, TempDir, command, config_yaml, run};
+use crate::mock::Mock;
+use crate::standard_apis;
+
+const CONFIG: &str = r#"domain: api.openai.com
+apis:
+  - name: first
+    endpoint: "https://api.deepseek.com"
+    custom_model_id: m1
+    target_model_id: t1
+    stream_mode: "true"
+    active: true
+  - name: second
+    endpoint: "https://api.moonshot.cn"
+    custom_model_id: m2
+    target_model_id: t2
+    stream_mode: null
+    active: true
+server:
+  port: 8443
+"#;
+
+fn dir_with_config() -> TempDir {
+    let dir = TempDir::new("cli");
+    std::fs::write(dir.path().join("config.yaml"), CONFIG).unwrap();
+    dir
+}
+
+fn tp(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    run(args, dir)
+}
+
+#[test]
+fn check_reports_ok_or_every_problem() {
+    let dir = dir_with_config();
+    let (code, out, _) = tp(dir.path(), &["check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok — 2 entries (2 active)"), "{out}");
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        CONFIG
+            .replace("https://api.moonshot.cn", "ftp://x")
+            .replace("name: first", "name: second"),
+    )
+    .unwrap();
+    let (code, out, _) = tp(dir.path(), &["check", "--config", "config.yaml"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("apis[1]: (name \"second\") endpoint"), "{out}");
+    assert!(out.contains("name \"second\" is used twice"), "{out}");
+    // A certificate without its key is a problem too.
+    std::fs::write(dir.path().join("config.yaml"), CONFIG).unwrap();
+    std::fs::create_dir_all(dir.path().join("ca")).unwrap();
+    std::fs::write(dir.path().join("ca/api.openai.com.crt"), "x").unwrap();
+    let (code, out, _) = tp(dir.path(), &["check"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("api.openai.com.key: missing"), "{out}");
+}
+
+#[test]
+fn api_commands_edit_only_what_they_are_told() {
+    let dir = dir_with_config();
+    let config = dir.path().join("config.yaml");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+
+    let (code, out, _) = tp(dir.path(), &["api", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("1  first") && out.contains("m1 -> t1") && out.contains("true"),
+        "{out}"
+    );
+
+    // update without --active keeps the entry active (the original deactivated it), and
+    // stream_mode can go back to null.
+    let (code, _, err) = tp(
+        dir.path(),
+        &[
+            "api",
+            "update",
+            "1",
+            "--stream-mode",
+            "null",
+            "--target-model-id",
+            "t1b",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = tp(dir.path(), &["api", "list"]);
+    assert!(
+        out.contains("m1 -> t1b") && out.contains("null") && !out.contains(" no "),
+        "{out}"
+    );
+    assert!(dir.path().join("config.yaml.bak").exists());
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "permissions kept");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.find("domain").unwrap() < text.find("apis").unwrap(),
+        "key order kept:\n{text}"
+    );
+
+    let (code, _, _) = tp(
+        dir.path(),
+        &[
+            "api",
+            "add",
+            "--name",
+            "third",
+            "--endpoint",
+            "http://127.0.0.1:8000",
+            "--custom-model-id",
+            "m3",
+        ],
+    );
+    assert_eq!(code, 0);
+    let (code, _, _) = tp(dir.path(), &["api", "enable", "third", "--only"]);
+    assert_eq!(code, 0);
+    let (_, out, _) = tp(dir.path(), &["api", "list"]);
+    let active: Vec<&str> = out.lines().filter(|l| l.contains(" yes ")).collect();
+    assert_eq!(active.len(), 1, "{out}");
+    assert!(active[0].contains("third"));
+    let (code, _, _) = tp(dir.path(), &["api", "disable", "3"]);
+    assert_eq!(code, 0);
+    let (code, _, _) = tp(dir.path(), &["api", "remove", "second"]);
+    assert_eq!(code, 0);
+    let (_, out, _) = tp(dir.path(), &["api", "list"]);
+    assert!(!out.contains("second") && out.contains("third"), "{out}");
+}
+
+#[test]
+fn refused_edits_leave_the_file_byte_identical() {
+    let dir = dir_with_config();
+    let config = dir.path().join("config.yaml");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &[
+                "api",
+                "add",
+                "--name",
+                "first",
+                "--endpoint",
+                "https://x.y",
+                "--custom-model-id",
+                "m",
+            ],
+            1,
+            "used twice",
+        ),
+        (
+            &[
+                "api",
+                "add",
+                "--name",
+                "x",
+                "--endpoint",
+                "not a url",
+                "--custom-model-id",
+                "m",
+            ],
+            1,
+            "endpoint",
+        ),
+        (
+            &["api", "update", "first", "--endpoint", "ftp://nope"],
+            1,
+            "endpoint",
+        ),
+        (
+            &["api", "remove", "nonexistent"],
+            1,
+            "no entry named or numbered \"nonexistent\"",
+        ),
+        (&["api", "update", "9", "--name", "x"], 1, "no entry"),
+        (
+            &["api", "update", "first", "--stream-mode", "maybe"],
+            2,
+            "--stream-mode takes null, true or false",
+        ),
+        (&["domain", "set", "not a domain"], 1, "domain"),
+    ];
+    for (args, expected, needle) in cases {
+        let (code, _, err) = tp(dir.path(), args);
+        assert_eq!(code, *expected, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(
+            std::fs::read_to_string(&config).unwrap(),
+            CONFIG,
+            "{args:?} changed the file"
+        );
+    }
+    // The last entry cannot be removed.
+    tp(dir.path(), &["api", "remove", "first"]);
+    let (code, _, err) = tp(dir.path(), &["api", "remove", "second"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("last entry"), "{err}");
+}
+
+fn read_leaf_issuer_and_expiry(dir: &Path, name: &str) -> (String, i64) {
+    let pem = std::fs::read(dir.join("ca").join(format!("{name}.crt"))).unwrap();
+    let der = x509_parser::pem::parse_x509_pem(&pem).unwrap().1.contents;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    (
+        cert.issuer().to_string(),
+        cert.validity().not_after.timestamp(),
+    )
+}
+
+#[test]
+fn certs_create_renew_show_and_replace() {
+    let dir = dir_with_config();
+    let (code, out, _) = tp(dir.path(), &["certs"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("created CA"));
+    let ca = std::fs::read(dir.path().join("ca/ca.crt")).unwrap();
+    let leaf = std::fs::read(dir.path().join("ca/api.openai.com.crt")).unwrap();
+    let (_, out, _) = tp(dir.path(), &["certs"]);
+    assert!(out.contains("nothing to do"), "{out}");
+
+    let (code, out, _) = tp(dir.path(), &["certs", "renew"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        std::fs::read(dir.path().join("ca/ca.crt")).unwrap(),
+        ca,
+        "renew keeps the CA"
+    );
+    assert_ne!(
+        std::fs::read(dir.path().join("ca/api.openai.com.crt")).unwrap(),
+        leaf
+    );
+    // The new leaf verifies against the kept CA.
+    let ca_der = x509_parser::pem::parse_x509_pem(&ca).unwrap().1.contents;
+    let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+    let leaf_pem = std::fs::read(dir.path().join("ca/api.openai.com.crt")).unwrap();
+    let leaf_der = x509_parser::pem::parse_x509_pem(&leaf_pem)
+        .unwrap()
+        .1
+        .contents;
+    let (_, leaf_cert) = x509_parser::parse_x509_certificate(&leaf_der).unwrap();
+    leaf_cert
+        .verify_signature(Some(ca_cert.public_key()))
+        .unwrap();
+
+    let (code, out, _) = tp(dir.path(), &["certs", "show"]);
+    assert_eq!(code, 0);
+    for needle in [
+        "CA: ",
+        "is a CA:     yes",
+        "names:       DNS:api.openai.com, IP:127.0.0.1, IP:::1",
+        "days left:   39",
+        "SHA-256:     ",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?}:\n{out}");
+    }
+    let (code, out, _) = tp(dir.path(), &["certs", "trust-help"]);
+    assert_eq!(code, 0);
+    for needle in [
+        "Import-Certificate",
+        "add-trusted-cert",
+        "update-ca-certificates",
+        "update-ca-trust",
+        "trust anchor",
+        "certutil",
+        "SHA-256",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?}:\n{out}");
+    }
+
+    let (code, _, err) = tp(dir.path(), &["certs", "new-ca"]);
+    assert_eq!(code, 0);
+    assert!(err.contains("Every client must trust the new"), "{err}");
+    assert_ne!(std::fs::read(dir.path().join("ca/ca.crt")).unwrap(), ca);
+    assert_eq!(
+        std::fs::read(dir.path().join("ca/ca.crt.old")).unwrap(),
+        ca,
+        "old CA kept"
+    );
+    let mode = std::fs::metadata(dir.path().join("ca/ca.key.old"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn certs_renew_from_the_original_rsa_ca() {
+    let dir = dir_with_config();
+    std::fs::create_dir_all(dir.path().join("ca")).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/original-ca");
+    std::fs::copy(fixture.join("ca.crt"), dir.path().join("ca/ca.crt")).unwrap();
+    std::fs::copy(fixture.join("ca-pkcs1.key"), dir.path().join("ca/ca.key")).unwrap();
+    let (code, out, err) = tp(dir.path(), &["certs", "renew"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (issuer, _) = read_leaf_issuer_and_expiry(dir.path(), "api.openai.com");
+    assert!(issuer.contains("Trae-Proxy CA"), "{issuer}");
+}
+
+#[test]
+fn domain_set_issues_a_leaf_from_the_same_ca() {
+    let dir = dir_with_config();
+    tp(dir.path(), &["certs"]);
+    let ca = std::fs::read(dir.path().join("ca/ca.crt")).unwrap();
+    let (code, out, _) = tp(dir.path(), &["domain", "set", "api.example.org"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("api.example.org"));
+    assert!(dir.path().join("ca/api.example.org.crt").exists());
+    assert_eq!(std::fs::read(dir.path().join("ca/ca.crt")).unwrap(), ca);
+    let (_, out, _) = tp(dir.path(), &["check"]);
+    assert!(out.contains("domain api.example.org"), "{out}");
+}
+
+#[test]
+fn doctor_passes_against_a_running_proxy_and_names_what_is_wrong() {
+    let mock = Mock::start();
+    let proxy = Proxy::start(&config_yaml(&mock.url(), &standard_apis(), ""));
+    let config = proxy.dir().join("config.yaml");
+    let port = proxy.port.to_string();
+    let config_arg = config.display().to_string();
+    // Only the reachable backends: keep the check about the proxy.
+    let (code, out, _) = tp(
+        proxy.dir(),
+        &[
+            "doctor",
+            "--config",
+            &config_arg,
+            "--resolve",
+            "127.0.0.1",
+            "--port",
+            &port,
+        ],
+    );
+    assert!(
+        out.contains("[ok]   api.openai.com -> 127.0.0.1 (--resolve)"),
+        "{out}"
+    );
+    assert!(out.contains("[ok]   TLS to 127.0.0.1:"), "{out}");
+    assert!(out.contains("[ok]   GET /v1/models: gpt-4o"), "{out}");
+    assert!(
+        out.contains("[ok]   backend \"chat-backend\": reachable"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[FAIL] backend \"refused-backend\": unreachable"),
+        "{out}"
+    );
+    assert_eq!(code, 1, "one backend is down");
+
+    // A CA that is not the proxy's.
+    let other = TempDir::new("other-ca");
+    std::fs::write(
+        other.path().join("config.yaml"),
+        config_yaml(
+            &mock.url(),
+            "  - {name: m, endpoint: \"{UPSTREAM}\", custom_model_id: m, target_model_id: chat}",
+            "",
+        ),
+    )
+    .unwrap();
+    tp(other.path(), &["certs"]);
+    let (code, out, _) = tp(
+        other.path(),
+        &["doctor", "--resolve", "127.0.0.1", "--port", &port],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("[FAIL] TLS to 127.0.0.1:") && out.contains("fix: "),
+        "{out}"
+    );
+
+    // The proxy down.
+    drop(proxy);
+    let (code, out, _) = tp(
+        other.path(),
+        &["doctor", "--resolve", "127.0.0.1", "--port", &port],
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("connect"), "{out}");
+}
+
+#[test]
+fn built_in_mock_backend_serves_the_proxy() {
+    let mut mock = command()
+        .args(["mock", "--port", "0", "--tokens-per-second", "0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = mock.stderr.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stderr).read_line(&mut line).unwrap();
+    let url = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let apis = "  - {name: mock, endpoint: \"{UPSTREAM}\", custom_model_id: mocked, target_model_id: mock-model}";
+    let proxy = Proxy::start(&config_yaml(&url, apis, ""));
+    let r = roundtrip(
+        proxy.port,
+        &proxy.ca_path(),
+        &chat_request(
+            r#"{"model":"mocked","messages":[{"role":"user","content":"hello there"}]}"#,
+            "",
+        ),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "Mock reply to: hello there"
+    );
+    assert_eq!(r.json()["model"], "mocked");
+    let r = roundtrip(
+        proxy.port,
+        &proxy.ca_path(),
+        &chat_request(
+            r#"{"model":"mocked","stream":true,"messages":[{"role":"user","content":"a b"}]}"#,
+            "",
+        ),
+    );
+    let text: String = r
+        .sse_data()
+        .iter()
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, "Mock reply to: a b");
+    let body = r#"{"model":"mocked","input":"x"}"#;
+    let raw = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let r = roundtrip(proxy.port, &proxy.ca_path(), raw.as_bytes());
+    assert_eq!(
+        r.json()["data"][0]["embedding"].as_array().unwrap().len(),
+        8
+    );
+    let _ = mock.kill();
+    let _ = mock.wait();
+}
+
+#[test]
+fn expiring_leaf_is_renewed_while_running_and_an_old_ca_is_warned_about() {
+    // A CA of our own that expires in 30 days, with no leaf: warned at start.
+    let dir = TempDir::new("expiring");
+    std::fs::create_dir_all(dir.path().join("ca")).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "short-lived test CA");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(30);
+    let ca_cert = params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.path().join("ca/ca.crt"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.path().join("ca/ca.key"), ca_key.serialize_pem()).unwrap();
+    let mock = Mock::start();
+    let yaml = config_yaml(&mock.url(), &standard_apis(), "  cert_check_interval: 1\n");
+    let proxy = Proxy::start_in(dir, &yaml, &[]);
+    assert!(
+        proxy.log().contains("expires in 29 days"),
+        "{}",
+        proxy.log()
+    );
+
+    // Replace the leaf on disk with one that expires in 5 days: the running proxy renews it.
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec!["api.openai.com".to_owned()]).unwrap();
+    leaf.not_before = now - time::Duration::days(1);
+    leaf.not_after = now + time::Duration::days(5);
+    let short = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    std::fs::write(proxy.dir().join("ca/api.openai.com.crt"), short.pem()).unwrap();
+    std::fs::write(
+        proxy.dir().join("ca/api.openai.com.key"),
+        leaf_key.serialize_pem(),
+    )
+    .unwrap();
+    let log = proxy.wait_for_log("expired or expires in");
+    assert!(
+        log.contains("issued a new certificate for api.openai.com"),
+        "{log}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, expires) = read_leaf_issuer_and_expiry(proxy.dir(), "api.openai.com");
+    assert!(
+        expires - now.unix_timestamp() > 300 * 86_400,
+        "renewed on disk"
+    );
+    // And served: the handshake now presents a leaf valid for about 397 days.
+    let tls = connect(proxy.port, &proxy.ca_path());
+    let served = tls.conn.peer_certificates().unwrap()[0].clone();
+    let (_, cert) = x509_parser::parse_x509_certificate(&served).unwrap();
+    assert!(cert.validity().not_after.timestamp() - now.unix_timestamp() > 300 * 86_400);
+}
