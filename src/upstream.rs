@@ -11,6 +11,7 @@ use std::io;
 use std::time::Duration;
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
 use log::warn;
@@ -160,20 +161,34 @@ fn agent(
         // buffer grows when a response head needs more.
         .input_buffer_size(8 * 1024)
         .output_buffer_size(8 * 1024);
-    if !extra_roots.is_empty() {
-        // ca_file adds to the public roots rather than replacing them.
-        let roots: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-            .iter()
-            .chain(extra_roots)
-            .map(|c| Certificate::from_der(c.as_ref()).to_owned())
-            .collect();
-        config = config.tls_config(
-            TlsConfig::builder()
-                .root_certs(RootCerts::new_with_certs(&roots))
-                .build(),
-        );
-    }
+    config = config.tls_config(tls_roots(extra_roots));
     Agent::new_with_config(config.build())
+}
+
+/// Mozilla's public roots, plus `extra` (a backend's `ca_file`) when given. The public set is
+/// parsed once and shared, so agents without extras share one rustls config.
+pub fn tls_roots(extra: &[CertificateDer<'static>]) -> TlsConfig {
+    static PUBLIC: OnceLock<Arc<Vec<Certificate<'static>>>> = OnceLock::new();
+    let public = PUBLIC.get_or_init(|| {
+        Arc::new(
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+                .collect(),
+        )
+    });
+    let roots = if extra.is_empty() {
+        RootCerts::Specific(Arc::clone(public))
+    } else {
+        let mut all = public.as_ref().clone();
+        all.extend(
+            extra
+                .iter()
+                .map(|c| Certificate::from_der(c.as_ref()).to_owned()),
+        );
+        RootCerts::Specific(Arc::new(all))
+    };
+    TlsConfig::builder().root_certs(roots).build()
 }
 
 /// The client's headers that go upstream: the named allow-list and `x-*`, minus hop-by-hop
