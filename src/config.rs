@@ -62,6 +62,24 @@ pub struct Backend {
     pub proxy: Option<String>,
     /// Extra trusted roots for this backend (`ca_file`), besides the public ones.
     pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Put remembered `reasoning_content` back into tool-call turns (`reasoning_replay`).
+    /// Defaults to true: it only touches turns with tool calls and without reasoning.
+    pub reasoning_replay: bool,
+    pub reasoning_fallback: ReasoningFallback,
+    /// `quirks: [null_content_with_tool_calls]`: send `content: null`, not `""`, beside tool
+    /// calls in history (Kimi rejects `""`).
+    pub null_content_with_tool_calls: bool,
+}
+
+/// What to do with a tool-call turn whose reasoning is not remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasoningFallback {
+    /// Insert `reasoning_content: ""` (the default).
+    Empty,
+    /// Drop that turn's tool calls and the tool results answering them.
+    Strip,
+    /// Send the turn as the client did.
+    Keep,
 }
 
 /// `custom_model_id` of the catch-all entry.
@@ -384,6 +402,34 @@ impl Backend {
                 Err(why) => errs.push(format!("ca_file: {why}")),
             }
         }
+        let reasoning_replay = match raw.reasoning_replay.as_ref().map(LenientBool::parse) {
+            None | Some(Ok(None)) => true,
+            Some(Ok(Some(v))) => v,
+            Some(Err(why)) => {
+                errs.push(format!("reasoning_replay: {why}"));
+                true
+            }
+        };
+        let reasoning_fallback = match raw.reasoning_fallback.as_deref().map(str::trim) {
+            None | Some("empty") => ReasoningFallback::Empty,
+            Some("strip") => ReasoningFallback::Strip,
+            Some("keep") => ReasoningFallback::Keep,
+            Some(other) => {
+                errs.push(format!(
+                    "reasoning_fallback: expected empty, strip or keep, got {other:?}"
+                ));
+                ReasoningFallback::Empty
+            }
+        };
+        let mut null_content_with_tool_calls = false;
+        for quirk in raw.quirks.unwrap_or_default() {
+            match quirk.trim() {
+                "null_content_with_tool_calls" => null_content_with_tool_calls = true,
+                other => errs.push(format!(
+                    "quirks: unknown quirk {other:?} (known: null_content_with_tool_calls)"
+                )),
+            }
+        }
         if !errs.is_empty() {
             return Err(errs
                 .into_iter()
@@ -403,6 +449,9 @@ impl Backend {
             timeouts,
             proxy,
             ca_certs,
+            reasoning_replay,
+            reasoning_fallback,
+            null_content_with_tool_calls,
         })
     }
 
@@ -677,6 +726,9 @@ struct RawApi {
     timeout: Option<RawBackendTimeouts>,
     proxy: Option<String>,
     ca_file: Option<String>,
+    reasoning_replay: Option<LenientBool>,
+    reasoning_fallback: Option<String>,
+    quirks: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]

@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::api_error::ApiError;
 use crate::config::{Backend, StreamMode};
 use crate::proxy::{Access, Proxy};
+use crate::reasoning::{self, ReasoningCache, Restored};
 use crate::server::{After, BodyStream, Headers, Responder};
 use crate::sse::convert::{self, Aggregator};
 use crate::sse::parser::Event;
@@ -122,7 +123,7 @@ pub fn handle(
         let is_last = i + 1 == plan.len();
         access.backend = Some(backend.name.clone());
         access.route = Some(backend.custom_model_id.clone());
-        let body = match upstream_body(&value, &ask, backend, endpoint) {
+        let body = match upstream_body(&value, &ask, backend, endpoint, &proxy.reasoning) {
             Ok(b) => b,
             Err(e) => return access.error(responder, &e),
         };
@@ -148,7 +149,11 @@ pub fn handle(
                 } else {
                     proxy.router.succeeded(attempt);
                 }
-                return answer(response, endpoint, backend, &ask, responder, access);
+                let reasoning = (endpoint == Endpoint::ChatCompletions && backend.reasoning_replay)
+                    .then_some(proxy.reasoning.as_ref());
+                return answer(
+                    response, endpoint, backend, &ask, responder, access, reasoning,
+                );
             }
         }
         if !is_last {
@@ -201,11 +206,28 @@ fn upstream_body(
     ask: &Ask,
     backend: &Backend,
     endpoint: Endpoint,
+    reasoning: &ReasoningCache,
 ) -> Result<Vec<u8>, ApiError> {
     let mut value = value.clone();
     let obj: &mut Map<String, Value> = value
         .as_object_mut()
         .ok_or_else(|| ApiError::internal("request body is not an object"))?;
+    if endpoint == Endpoint::ChatCompletions {
+        if let Some(Value::Array(messages)) = obj.get_mut("messages") {
+            if backend.reasoning_replay {
+                let restored = reasoning.restore(messages, backend.reasoning_fallback);
+                if restored != Restored::default() {
+                    debug!(
+                        "backend={:?}: reasoning_content replayed into {} turn(s), fallback for {}",
+                        backend.name, restored.replayed, restored.fell_back
+                    );
+                }
+            }
+            if backend.null_content_with_tool_calls {
+                reasoning::null_empty_content_with_tool_calls(messages);
+            }
+        }
+    }
     obj.insert(
         "model".into(),
         Value::String(backend.target_for(&ask.model).to_owned()),
@@ -244,6 +266,7 @@ fn answer(
     ask: &Ask,
     responder: Responder<'_>,
     access: &mut Access,
+    reasoning: Option<&ReasoningCache>,
 ) -> io::Result<After> {
     let status = response.status();
     let content_type = response
@@ -286,23 +309,31 @@ fn answer(
         (true, true) => {
             headers.extend(sse_headers());
             let mut sink = responder.stream(status, headers)?;
-            let result = relay(
-                &mut body,
-                &mut sink,
-                &ask.model,
-                &backend.name,
+            let mut relayer = Relayer {
+                client_model: &ask.model,
                 endpoint,
-                access,
-            );
+                done: false,
+                out: Vec::new(),
+                capture: reasoning.map(|_| Aggregator::new()),
+            };
+            let result = relay(&mut body, &mut sink, &backend.name, &mut relayer, access);
             access.bytes = sink.bytes;
             match result? {
-                Relay::Complete => sink.finish(),
+                Relay::Complete => {
+                    if let (Some(cache), Some(capture)) = (reasoning, relayer.capture.take()) {
+                        cache.remember_reply(&capture.finish(&ask.model));
+                    }
+                    sink.finish()
+                }
                 Relay::Failed => Ok(sink.abort()),
             }
         }
         (true, false) => match aggregate(&mut body, &ask.model, &backend.name) {
             Ok(reply) => {
                 access.take_usage(&reply);
+                if let Some(cache) = reasoning {
+                    cache.remember_reply(&reply);
+                }
                 headers.push(json_header());
                 let bytes = to_vec(&reply);
                 access.bytes = bytes.len() as u64;
@@ -322,6 +353,9 @@ fn answer(
                 return responder.send(status, headers, &raw);
             };
             access.take_usage(&reply);
+            if let Some(cache) = reasoning {
+                cache.remember_reply(&reply);
+            }
             if stream && endpoint.converts_streams() {
                 headers.extend(sse_headers());
                 let mut sink = responder.stream(status, headers)?;
@@ -352,20 +386,18 @@ enum Relay {
 
 /// Relays a backend's SSE stream event by event: each complete event is written and flushed
 /// at once. Drops non-standard named events, rewrites `model`, adds `data: [DONE]` when the
-/// backend ends cleanly without it. Client write errors end the relay with `Err`.
+/// backend ends cleanly without it. With `capture`, the chunks are also folded into one reply
+/// (for the reasoning cache). Client write errors end the relay with `Err`.
 fn relay(
     body: &mut impl Read,
     sink: &mut BodyStream<'_>,
-    client_model: &str,
     backend: &str,
-    endpoint: Endpoint,
+    relayer: &mut Relayer<'_>,
     access: &mut Access,
 ) -> io::Result<Relay> {
     let mut parser = Parser::new();
     let mut items = Vec::new();
     let mut buf = vec![0u8; READ_BUF];
-    let mut done = false;
-    let mut out = Vec::new();
     loop {
         let n = match body.read(&mut buf) {
             Ok(0) => break,
@@ -381,79 +413,78 @@ fn relay(
             fail_stream(sink, &err)?;
             return Ok(Relay::Failed);
         }
-        emit(
-            &mut items,
-            sink,
-            client_model,
-            endpoint,
-            &mut done,
-            &mut out,
-            access,
-        )?;
+        relayer.emit(&mut items, sink, access)?;
     }
     parser.finish(&mut items);
-    emit(
-        &mut items,
-        sink,
-        client_model,
-        endpoint,
-        &mut done,
-        &mut out,
-        access,
-    )?;
-    if !done && endpoint.ends_with_done() {
+    relayer.emit(&mut items, sink, access)?;
+    if !relayer.done && relayer.endpoint.ends_with_done() {
         sink.write(b"data: [DONE]\n\n")?;
     }
     Ok(Relay::Complete)
 }
 
-fn emit(
-    items: &mut Vec<Item>,
-    sink: &mut BodyStream<'_>,
-    client_model: &str,
+/// The state of one relayed stream.
+struct Relayer<'a> {
+    client_model: &'a str,
     endpoint: Endpoint,
-    done: &mut bool,
-    out: &mut Vec<u8>,
-    access: &mut Access,
-) -> io::Result<()> {
-    for item in items.drain(..) {
-        if *done {
-            // Nothing after [DONE] is for the client; the rest is read only to keep the
-            // backend connection reusable.
-            continue;
-        }
-        out.clear();
-        match item {
-            Item::Comment(text) => rewrite::encode_comment(&text, out),
-            Item::Event(event) if !endpoint.keeps_named_events() && !rewrite::keep(&event) => {
+    /// `[DONE]` was sent.
+    done: bool,
+    out: Vec<u8>,
+    /// Folds the chunks into a reply when its reasoning is to be remembered.
+    capture: Option<Aggregator>,
+}
+
+impl Relayer<'_> {
+    fn emit(
+        &mut self,
+        items: &mut Vec<Item>,
+        sink: &mut BodyStream<'_>,
+        access: &mut Access,
+    ) -> io::Result<()> {
+        for item in items.drain(..) {
+            if self.done {
+                // Nothing after [DONE] is for the client; the rest is read only to keep the
+                // backend connection reusable.
                 continue;
             }
-            Item::Event(event) => {
-                if event.data.trim() == sse::DONE {
-                    *done = true;
-                    rewrite::encode(
-                        &Event {
-                            data: sse::DONE.into(),
-                            ..event
-                        },
-                        None,
-                        out,
-                    );
-                } else {
-                    // Usage comes in one late chunk; parse only the event that may carry it.
-                    if event.data.contains("\"usage\"") {
-                        if let Ok(value) = serde_json::from_str::<Value>(&event.data) {
-                            access.take_usage(&value);
+            let out = &mut self.out;
+            out.clear();
+            match item {
+                Item::Comment(text) => rewrite::encode_comment(&text, out),
+                Item::Event(event)
+                    if !self.endpoint.keeps_named_events() && !rewrite::keep(&event) =>
+                {
+                    continue;
+                }
+                Item::Event(event) if event.data.trim() == sse::DONE => {
+                    self.done = true;
+                    let done = Event {
+                        data: sse::DONE.into(),
+                        ..event
+                    };
+                    rewrite::encode(&done, None, out);
+                }
+                Item::Event(event) => match serde_json::from_str::<Value>(&event.data) {
+                    Ok(mut value) => {
+                        access.take_usage(&value);
+                        if let Some(capture) = self.capture.as_mut() {
+                            capture.push(&value);
+                        }
+                        if rewrite::set_client_model(&mut value, self.client_model) {
+                            let data = serde_json::to_string(&value).unwrap_or_default();
+                            rewrite::encode(&event, Some(&data), out);
+                        } else {
+                            rewrite::encode(&event, None, out);
                         }
                     }
-                    let rewritten = rewrite::with_client_model(&event.data, client_model);
-                    rewrite::encode(&event, rewritten.as_deref(), out);
-                }
+                    // Not JSON: passed on as it came.
+                    Err(_) => rewrite::encode(&event, None, out),
+                },
             }
+            sink.write(out)?;
         }
-        sink.write(out)?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Tells a streaming client that the backend failed, in the form the OpenAI SDKs raise on.

@@ -16,6 +16,7 @@ mod lifecycle;
 mod logging;
 mod metrics;
 mod proxy;
+mod reasoning;
 mod reload;
 mod route;
 mod serve;

@@ -15,12 +15,14 @@ use crate::api_error::ApiError;
 use crate::config::Config;
 use crate::forward::{self, Endpoint};
 use crate::metrics::{Metrics, Observation};
+use crate::reasoning::ReasoningCache;
 use crate::route::Router;
 use crate::server::{After, Handler, Responder};
 use crate::upstream::Upstream;
 
 pub struct Proxy {
     metrics: Arc<Metrics>,
+    pub reasoning: Arc<ReasoningCache>,
     access_keys: AccessKeys,
     pub router: Router,
     pub upstream: Upstream,
@@ -29,8 +31,9 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: &Config, metrics: Arc<Metrics>, reasoning: Arc<ReasoningCache>) -> Self {
         Proxy {
+            reasoning,
             access_keys: AccessKeys::new(config.access_keys.clone()),
             router: Router::new(config, Arc::clone(&metrics)),
             metrics,

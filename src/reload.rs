@@ -63,7 +63,17 @@ impl Live {
     fn try_reload(&self) -> Result<(), Error> {
         let config = serve::load_config(&self.args)?;
         let key = serve::certified_key(&config)?;
-        let proxy = Arc::new(Proxy::new(&config, Arc::clone(&self.metrics)));
+        let proxy = Arc::new(Proxy::new(
+            &config,
+            Arc::clone(&self.metrics),
+            Arc::clone(
+                &self
+                    .proxy
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .reasoning,
+            ),
+        ));
         serve::warn_about(&config);
 
         self.resolver.replace(key);

@@ -17,6 +17,7 @@ use crate::lifecycle::{self, Lifecycle};
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::reasoning::ReasoningCache;
 use crate::reload::Live;
 use crate::server::{self, Settings};
 use crate::tls::{self, CertResolver};
@@ -34,7 +35,12 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     let tls_config = tls::server_config(Arc::clone(&resolver))?;
     warn_about(&config);
     let metrics = Arc::new(Metrics::default());
-    let proxy = Arc::new(Proxy::new(&config, Arc::clone(&metrics)));
+    let reasoning = Arc::new(ReasoningCache::default());
+    let proxy = Arc::new(Proxy::new(
+        &config,
+        Arc::clone(&metrics),
+        Arc::clone(&reasoning),
+    ));
     if let Some(addr) = config.server.admin_bind {
         let bound = admin::start(addr, Arc::clone(&metrics))?;
         info!("admin listener (plain HTTP: /healthz, /metrics) on {bound}");

@@ -270,7 +270,12 @@ mod fuzz {
         ) {
             for item in parse_chunks(&input, &[cut]) {
                 if let Item::Event(event) = item {
-                    let rewritten = rewrite::with_client_model(&event.data, "client");
+                    let rewritten = serde_json::from_str::<serde_json::Value>(&event.data)
+                        .ok()
+                        .map(|mut v| {
+                            rewrite::set_client_model(&mut v, "client");
+                            v.to_string()
+                        });
                     let mut out = Vec::new();
                     rewrite::encode(&event, rewritten.as_deref(), &mut out);
                     prop_assert!(out.ends_with(b"\n\n"));

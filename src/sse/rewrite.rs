@@ -40,16 +40,6 @@ fn replace_model(model: &mut Value, client_model: &str) -> bool {
     true
 }
 
-/// [`set_client_model`] on an event's JSON text. `None` when nothing changes (not JSON, no
-/// model, or already the client's): the event is then sent as it came.
-pub fn with_client_model(data: &str, client_model: &str) -> Option<String> {
-    let mut value: Value = serde_json::from_str(data).ok()?;
-    if !set_client_model(&mut value, client_model) {
-        return None;
-    }
-    serde_json::to_string(&value).ok()
-}
-
 /// The event in wire form, `data` replaced by `data_override` when given.
 pub fn encode(event: &Event, data_override: Option<&str>, out: &mut Vec<u8>) {
     if let Some(name) = &event.name {
@@ -92,6 +82,11 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_client_model(data: &str, client_model: &str) -> Option<String> {
+        let mut value: Value = serde_json::from_str(data).ok()?;
+        set_client_model(&mut value, client_model).then(|| serde_json::to_string(&value).ok())?
+    }
 
     #[test]
     fn model_is_replaced_in_place() {

@@ -14,6 +14,7 @@ mod chat;
 mod cli;
 mod compat;
 mod http;
+mod ide;
 mod idle;
 mod lifecycle;
 mod operations;

@@ -12,6 +12,10 @@
 //! - `stall`: two stream events, then silence (connection open) for 30 s.
 //! - `garbage-sse`: `text/event-stream` whose body is not SSE at all.
 //! - `flood`: 4000 stream events of ~4 KiB, as fast as the reader takes them.
+//! - `thinking`: a DeepSeek-style thinking model with a weather tool: answers a user turn with
+//!   `reasoning_content` and a tool call, a tool result with the final answer; and, like the real
+//!   one, answers 400 when a tool-call turn in the history lacks its `reasoning_content`.
+//! - `kimi-strict`: as `thinking`, and also 400 for `content: ""` beside tool calls (Kimi).
 //!
 //! Other paths (`/v1/embeddings`, `/v1/responses`, `/v1/audio/speech`, ...) get a small reply of
 //! their kind; `status-*` models work there too. Any other model behaves as `chat`.
@@ -194,6 +198,7 @@ fn serve<S: Read + Write>(conn: S, recorded: &Mutex<Vec<Recorded>>) {
         let stream = body["stream"] == json!(true);
         let include_usage = body["stream_options"]["include_usage"] == json!(true);
         let keep_going = match model.as_str() {
+            "thinking" | "kimi-strict" => thinking(writer, &body, model == "kimi-strict", stream),
             m if !m.starts_with("status-") && request.path != "/v1/chat/completions" => {
                 other_endpoint(writer, &request.path, stream)
             }
@@ -273,6 +278,88 @@ fn serve<S: Read + Write>(conn: S, recorded: &Mutex<Vec<Recorded>>) {
             return;
         }
     }
+}
+
+/// The thinking model: validates the history as DeepSeek and Kimi do, then answers.
+fn thinking<W: Write>(w: &mut W, body: &Value, kimi: bool, stream: bool) -> bool {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    for (i, m) in messages.iter().enumerate() {
+        let calls = m["tool_calls"].as_array().is_some_and(|c| !c.is_empty());
+        if m["role"] == "assistant" && calls && !m["reasoning_content"].is_string() {
+            return send_json(
+                w,
+                400,
+                &[],
+                &error_body(
+                    "The reasoning_content in the thinking mode must be passed back to the API.",
+                    "invalid_request_error",
+                ),
+            );
+        }
+        if kimi && m["role"] == "assistant" && calls && m["content"] == "" {
+            return send_json(
+                w,
+                400,
+                &[],
+                &error_body(
+                    &format!(
+                        "Invalid request: the message at position {i} with role 'assistant' must not be empty"
+                    ),
+                    "invalid_request_error",
+                ),
+            );
+        }
+    }
+    let after_tool = messages.last().is_some_and(|m| m["role"] == "tool");
+    let message = if after_tool {
+        json!({"role": "assistant", "content": "It is sunny in Paris.", "reasoning_content": "The tool said sunny."})
+    } else {
+        json!({"role": "assistant", "content": "", "reasoning_content": "I need the weather tool for Paris.",
+               "tool_calls": [{"id": "call_w1", "type": "function",
+                               "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]})
+    };
+    let finish = if after_tool { "stop" } else { "tool_calls" };
+    if !stream {
+        return send_json(
+            w,
+            200,
+            &[],
+            &json!({
+                "id": "chatcmpl-think", "object": "chat.completion", "created": 1, "model": "deepseek-reasoner",
+                "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+            }),
+        );
+    }
+    let head =
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+    if w.write_all(head.as_bytes()).is_err() {
+        return false;
+    }
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-think", "object": "chat.completion.chunk", "created": 1, "model": "deepseek-reasoner",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let reasoning = message["reasoning_content"].as_str().unwrap_or_default();
+    let (a, b) = reasoning.split_at(reasoning.len() / 2);
+    let mut chunks = vec![
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({"reasoning_content": a}), Value::Null),
+        chunk(json!({"reasoning_content": b}), Value::Null),
+    ];
+    if let Some(content) = message["content"].as_str().filter(|c| !c.is_empty()) {
+        chunks.push(chunk(json!({"content": content}), Value::Null));
+    }
+    if let Some(calls) = message["tool_calls"].as_array() {
+        let mut call = calls[0].clone();
+        call["index"] = json!(0);
+        chunks.push(chunk(json!({"tool_calls": [call]}), Value::Null));
+    }
+    chunks.push(chunk(json!({}), json!(finish)));
+    for c in chunks {
+        write_chunk(w, &format!("data: {c}\n\n"));
+    }
+    write_chunk(w, "data: [DONE]\n\n");
+    w.write_all(b"0\r\n\r\n").is_ok()
 }
 
 /// Replies for the endpoints other than chat completions.
