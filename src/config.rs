@@ -162,6 +162,11 @@ pub struct Server {
     /// How often the running proxy checks whether its certificate needs renewing. Defaults to
     /// one day.
     pub cert_check_interval: Duration,
+    /// `server.http_bind`: a plain-HTTP listener for clients with a base-URL setting. Off by default.
+    pub http_bind: Option<std::net::SocketAddr>,
+    /// `server.strip_model_prefixes`: prefixes removed from a requested model id before routing
+    /// (some clients send `custom_openai_compatible//<id>`).
+    pub strip_model_prefixes: Vec<String>,
 }
 
 /// Failover and passive health of backend pools.
@@ -553,6 +558,23 @@ impl Server {
             Duration::from_secs(24 * 3600),
         );
 
+        let http_bind = raw.http_bind.as_deref().and_then(|text| {
+            text.trim()
+                .parse()
+                .map_err(|_| {
+                    problems.push(format!(
+                        "server.http_bind: expected an address with port such as 0.0.0.0:8080, got {text:?}"
+                    ));
+                })
+                .ok()
+        });
+        let strip_model_prefixes: Vec<String> = raw
+            .strip_model_prefixes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect();
         let admin_bind = raw.admin_bind.as_deref().and_then(|text| {
             text.trim()
                 .parse()
@@ -594,6 +616,8 @@ impl Server {
             shutdown_timeout,
             admin_bind,
             cert_check_interval,
+            http_bind,
+            strip_model_prefixes,
         }
     }
 }
@@ -762,6 +786,8 @@ struct RawServer {
     shutdown_timeout: Option<u64>,
     admin_bind: Option<String>,
     cert_check_interval: Option<u64>,
+    http_bind: Option<String>,
+    strip_model_prefixes: Option<Vec<String>>,
 }
 
 /// A YAML boolean, or the quoted `"true"`/`"false"` strings the original CLI wrote. The original

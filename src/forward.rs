@@ -87,7 +87,10 @@ impl Endpoint {
 
 /// What the client asked for, read before the body is rewritten.
 struct Ask {
+    /// The model id as the client sent it (and sees it in replies).
     model: String,
+    /// The id routed by: `model` without a `strip_model_prefixes` prefix.
+    route: String,
     stream: bool,
     include_usage: bool,
 }
@@ -104,7 +107,7 @@ pub fn handle(
         Err(e) => return access.error(responder, &e),
     };
     access.model = Some(ask.model.clone());
-    let Some(plan) = proxy.router.plan(&ask.model) else {
+    let Some(plan) = proxy.router.plan(&ask.route) else {
         let e = ApiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -190,6 +193,7 @@ fn parse(proxy: &Proxy, body: &[u8]) -> Result<(Value, Ask), ApiError> {
         }
     };
     let ask = Ask {
+        route: proxy.route_model(&model).to_owned(),
         stream: obj.get("stream") == Some(&Value::Bool(true)),
         include_usage: obj
             .get("stream_options")
@@ -230,7 +234,7 @@ fn upstream_body(
     }
     obj.insert(
         "model".into(),
-        Value::String(backend.target_for(&ask.model).to_owned()),
+        Value::String(backend.target_for(&ask.route).to_owned()),
     );
     let upstream_stream = match backend.stream_mode {
         _ if !endpoint.converts_streams() => ask.stream,

@@ -21,6 +21,8 @@ use crate::server::{After, Handler, Responder};
 use crate::upstream::Upstream;
 
 pub struct Proxy {
+    /// `server.strip_model_prefixes`.
+    model_prefixes: Vec<String>,
     metrics: Arc<Metrics>,
     pub reasoning: Arc<ReasoningCache>,
     access_keys: AccessKeys,
@@ -33,6 +35,7 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(config: &Config, metrics: Arc<Metrics>, reasoning: Arc<ReasoningCache>) -> Self {
         Proxy {
+            model_prefixes: config.server.strip_model_prefixes.clone(),
             reasoning,
             access_keys: AccessKeys::new(config.access_keys.clone()),
             router: Router::new(config, Arc::clone(&metrics)),
@@ -44,6 +47,14 @@ impl Proxy {
         }
     }
 
+    /// The model id to route by: the client's, minus a configured prefix.
+    pub fn route_model<'m>(&self, model: &'m str) -> &'m str {
+        self.model_prefixes
+            .iter()
+            .find_map(|p| model.strip_prefix(p.as_str()))
+            .unwrap_or(model)
+    }
+
     fn dispatch(
         &self,
         request: &Request<Vec<u8>>,
@@ -51,7 +62,15 @@ impl Proxy {
         access: &mut Access,
     ) -> io::Result<After> {
         let method = request.method();
-        let path = request.uri().path();
+        // Clients given a base URL without `/v1` append only `/chat/completions`.
+        let full;
+        let path = match request.uri().path() {
+            p if p == "/v1" || p.starts_with("/v1/") => p,
+            p => {
+                full = format!("/v1{p}");
+                full.as_str()
+            }
+        };
         if let Err(e) = self.access_keys.check(request.headers()) {
             return access.error(responder, &e);
         }

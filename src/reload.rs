@@ -136,8 +136,9 @@ impl Handler for Live {
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.server, &new.server);
     let mut changed = Vec::new();
-    let checks: [(&'static str, bool); 9] = [
+    let checks: [(&'static str, bool); 10] = [
         ("server.admin_bind", a.admin_bind != b.admin_bind),
+        ("server.http_bind", a.http_bind != b.http_bind),
         ("server.port", a.port != b.port),
         ("server.bind", a.bind != b.bind),
         ("server.workers", a.workers != b.workers),

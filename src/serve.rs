@@ -30,6 +30,10 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     let addr = SocketAddr::new(config.server.bind, config.server.port);
     let listener = server::bind(addr)?;
     let bound = listener.local_addr()?;
+    let plain = match config.server.http_bind {
+        Some(addr) => Some(server::bind(addr)?),
+        None => None,
+    };
 
     let resolver = Arc::new(CertResolver::new(certified_key(&config)?));
     let tls_config = tls::server_config(Arc::clone(&resolver))?;
@@ -44,6 +48,10 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     if let Some(addr) = config.server.admin_bind {
         let bound = admin::start(addr, Arc::clone(&metrics))?;
         info!("admin listener (plain HTTP: /healthz, /metrics) on {bound}");
+    }
+    if let Some(socket) = &plain {
+        let at = socket.local_addr()?;
+        info!("plain-HTTP listener (base-URL mode) on {at}: use http://{at}/v1 as the base URL");
     }
     info!(
         "listening on {bound} as {} with {} workers; models: {}",
@@ -73,7 +81,14 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
                 renewer.renew_if_due();
             }
         })?;
-    server::run(listener, tls_config, live, settings, lifecycle)
+    let mut listeners = vec![server::Listener {
+        socket: listener,
+        tls: Some(tls_config),
+    }];
+    if let Some(socket) = plain {
+        listeners.push(server::Listener { socket, tls: None });
+    }
+    server::run(listeners, live, settings, lifecycle)
 }
 
 /// The config file with the command line's overrides applied.
@@ -148,6 +163,15 @@ pub fn warn_about(config: &Config) {
              server.bind: 127.0.0.1",
             config.server.bind
         );
+    }
+    if let Some(addr) = config.server.http_bind {
+        if config.access_keys.is_empty() && !addr.ip().is_loopback() {
+            warn!(
+                "the plain-HTTP listener {addr} is reachable from the network without access_keys: \
+                 anyone there can use it, and keys sent to it travel unencrypted. Set access_keys, \
+                 or bind it to 127.0.0.1"
+            );
+        }
     }
     if config.active_backends().next().is_none() {
         warn!("no active entry in apis: every model request will be answered 404");

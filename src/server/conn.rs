@@ -1,6 +1,8 @@
 //! A client connection as it moves between the parking loop and the workers: the socket, its
-//! TLS state, and decrypted bytes received but not yet consumed.
+//! TLS state (none on the plain-HTTP listener), and decrypted bytes received but not yet
+//! consumed.
 
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +12,8 @@ use rustls::ServerConnection;
 
 pub struct Conn {
     pub sock: TcpStream,
-    pub tls: ServerConnection,
+    /// `None` on the plain-HTTP listener (`server.http_bind`).
+    pub tls: Option<ServerConnection>,
     /// Plaintext received and not yet consumed: a partial request head, or a whole pipelined one.
     pub buf: Vec<u8>,
     pub peer: SocketAddr,
@@ -20,7 +23,12 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(sock: TcpStream, tls: ServerConnection, peer: SocketAddr, slot: Slot) -> Self {
+    pub fn new(
+        sock: TcpStream,
+        tls: Option<ServerConnection>,
+        peer: SocketAddr,
+        slot: Slot,
+    ) -> Self {
         Conn {
             sock,
             tls,
@@ -28,6 +36,18 @@ impl Conn {
             peer,
             since: Instant::now(),
             _slot: slot,
+        }
+    }
+
+    pub fn is_handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+    }
+
+    /// Tells a TLS client we are closing (close_notify), without blocking; nothing for plain.
+    pub fn say_goodbye(&mut self) {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut self.sock);
         }
     }
 
@@ -44,6 +64,47 @@ impl Conn {
             self.buf.drain(..blank);
         }
         find_head_end(&self.buf).is_some()
+    }
+}
+
+/// The byte stream a worker reads requests from and writes responses to.
+pub enum Stream<'a> {
+    Tls(rustls::Stream<'a, ServerConnection, TcpStream>),
+    Plain(&'a mut TcpStream),
+}
+
+impl<'a> Stream<'a> {
+    /// Over a connection's fields (borrowed apart, so its buffer stays usable).
+    pub fn of(tls: &'a mut Option<ServerConnection>, sock: &'a mut TcpStream) -> Self {
+        match tls.as_mut() {
+            Some(tls) => Stream::Tls(rustls::Stream::new(tls, sock)),
+            None => Stream::Plain(sock),
+        }
+    }
+}
+
+impl Read for Stream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tls(s) => s.read(buf),
+            Stream::Plain(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tls(s) => s.write(buf),
+            Stream::Plain(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tls(s) => s.flush(),
+            Stream::Plain(s) => s.flush(),
+        }
     }
 }
 

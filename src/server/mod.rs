@@ -25,6 +25,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 pub use exchange::Handler;
+pub use parking::Listener;
 pub use respond::{After, BodyStream, Headers, Responder};
 
 use crate::config::Timeouts;
@@ -56,13 +57,12 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 /// Serves until `lifecycle` says stop and the requests in flight are done (or
 /// `shutdown_timeout` has passed).
 pub fn run(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    listeners: Vec<Listener>,
     handler: Arc<dyn Handler>,
     settings: Settings,
     lifecycle: Arc<Lifecycle>,
 ) -> Result<(), Error> {
-    let mut parking = parking::Parking::new(listener, tls, handler, &settings, lifecycle)?;
+    let mut parking = parking::Parking::new(listeners, handler, &settings, lifecycle)?;
     parking.run()
 }
 

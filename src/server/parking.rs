@@ -29,22 +29,28 @@ use crate::api_error::ApiError;
 use crate::error::Error;
 use crate::lifecycle::Lifecycle;
 
-const LISTENER: Token = Token(0);
-const WAKER: Token = Token(1);
-const FIRST_CONN: usize = 2;
+const WAKER: Token = Token(0);
+/// Tokens 1 and 2: the TLS listener and the optional plain-HTTP one.
+const FIRST_LISTENER: usize = 1;
+const FIRST_CONN: usize = 3;
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// While draining, how often to look whether the last request has finished.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// Log the connection cap at most this often, so a flood does not flood the log too.
 const CAP_WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// A listening socket and how its connections speak: TLS with our certificate, or plain HTTP.
+pub struct Listener {
+    pub socket: TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 pub struct Parking {
     poll: Poll,
-    /// `None` once stopping: dropping it closes the port to new connections.
-    listener: Option<TcpListener>,
+    /// Emptied once stopping: dropping them closes the ports to new connections.
+    listeners: Vec<Listener>,
     lifecycle: Arc<Lifecycle>,
     shutdown_timeout: Duration,
-    tls: Arc<rustls::ServerConfig>,
     queue: Arc<WorkQueue>,
     returns_rx: Receiver<Conn>,
     parked: Vec<Option<Parked>>,
@@ -75,19 +81,20 @@ enum Step {
 
 impl Parking {
     pub fn new(
-        listener: TcpListener,
-        tls: Arc<rustls::ServerConfig>,
+        listeners: Vec<Listener>,
         handler: Arc<dyn Handler>,
         settings: &Settings,
         lifecycle: Arc<Lifecycle>,
     ) -> Result<Self, Error> {
         let poll = Poll::new()?;
-        listener.set_nonblocking(true)?;
-        poll.registry().register(
-            &mut SourceFd(&listener.as_raw_fd()),
-            LISTENER,
-            Interest::READABLE,
-        )?;
+        for (i, listener) in listeners.iter().enumerate() {
+            listener.socket.set_nonblocking(true)?;
+            poll.registry().register(
+                &mut SourceFd(&listener.socket.as_raw_fd()),
+                Token(FIRST_LISTENER + i),
+                Interest::READABLE,
+            )?;
+        }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         lifecycle.set_waker(Arc::clone(&waker));
         let (returns_tx, returns_rx) = mpsc::channel();
@@ -98,10 +105,9 @@ impl Parking {
         let queue = WorkQueue::new(settings, handler, returns, Arc::clone(&lifecycle));
         Ok(Parking {
             poll,
-            listener: Some(listener),
+            listeners,
             lifecycle,
             shutdown_timeout: settings.shutdown_timeout,
-            tls,
             queue,
             returns_rx,
             parked: Vec::new(),
@@ -151,8 +157,8 @@ impl Parking {
             }
             for event in &events {
                 match event.token() {
-                    LISTENER => self.accept_all(),
                     WAKER => self.take_returns(),
+                    Token(t) if t < FIRST_CONN => self.accept_all(t - FIRST_LISTENER),
                     Token(t) => self.step(t - FIRST_CONN),
                 }
             }
@@ -165,26 +171,25 @@ impl Parking {
 
     /// Stops accepting and closes every parked connection: none has a request in flight.
     fn begin_drain(&mut self) {
-        if let Some(listener) = self.listener.take() {
+        for listener in self.listeners.drain(..) {
             let _ = self
                 .poll
                 .registry()
-                .deregister(&mut SourceFd(&listener.as_raw_fd()));
+                .deregister(&mut SourceFd(&listener.socket.as_raw_fd()));
         }
         for index in 0..self.parked.len() {
             if let Some(mut parked) = self.unpark(index) {
-                parked.conn.tls.send_close_notify();
-                let _ = parked.conn.tls.write_tls(&mut parked.conn.sock);
+                parked.conn.say_goodbye();
             }
         }
     }
 
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self, which: usize) {
         loop {
-            let Some(listener) = &self.listener else {
+            let Some(listener) = self.listeners.get(which) else {
                 return;
             };
-            let (sock, peer) = match listener.accept() {
+            let (sock, peer) = match listener.socket.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -214,9 +219,14 @@ impl Parking {
             }
             // Small SSE events must leave at once, not wait for Nagle.
             let _ = sock.set_nodelay(true);
-            let tls = match ServerConnection::new(Arc::clone(&self.tls)) {
-                Ok(t) => t,
-                Err(e) => {
+            let tls = match listener
+                .tls
+                .as_ref()
+                .map(|c| ServerConnection::new(Arc::clone(c)))
+            {
+                None => None,
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) => {
                     warn!("TLS session setup failed: {e}");
                     continue;
                 }
@@ -231,8 +241,7 @@ impl Parking {
     fn take_returns(&mut self) {
         while let Ok(mut conn) = self.returns_rx.try_recv() {
             if self.lifecycle.stopping() {
-                conn.tls.send_close_notify();
-                let _ = conn.tls.write_tls(&mut conn.sock);
+                conn.say_goodbye();
                 continue;
             }
             let deadline = Instant::now()
@@ -262,7 +271,7 @@ impl Parking {
         }
         if let Some(slot) = self.parked.get_mut(index) {
             *slot = Some(Parked {
-                idle: conn.buf.is_empty() && !conn.tls.is_handshaking(),
+                idle: conn.buf.is_empty() && !conn.is_handshaking(),
                 conn,
                 deadline,
                 writing: false,
@@ -338,12 +347,11 @@ impl Parking {
                 continue;
             };
             let conn = &mut parked.conn;
-            if conn.tls.is_handshaking() {
+            if conn.is_handshaking() {
                 debug!("{}: TLS handshake not completed in time; closed", conn.peer);
             } else if conn.buf.is_empty() {
                 // An idle keep-alive connection: closing it is routine, not an error.
-                conn.tls.send_close_notify();
-                let _ = conn.tls.write_tls(&mut conn.sock);
+                conn.say_goodbye();
             } else {
                 debug!("{}: request head not completed in time; 408", conn.peer);
                 reject(conn, &ApiError::request_timeout());
@@ -355,12 +363,18 @@ impl Parking {
 /// Reads what the socket has, advances the handshake, collects plaintext, and writes any
 /// handshake flight, all without blocking.
 fn advance(conn: &mut Conn) -> Step {
+    if conn.tls.is_none() {
+        return advance_plain(conn);
+    }
     let mut eof = false;
     let mut plain = [0u8; 4096];
     loop {
         // rustls reads at most one buffer's worth per call; keep going until the socket says
         // WouldBlock, as edge-triggered polling requires.
-        let more = match conn.tls.read_tls(&mut conn.sock) {
+        let Some(tls) = conn.tls.as_mut() else {
+            return Step::Close;
+        };
+        let more = match tls.read_tls(&mut conn.sock) {
             Ok(0) => {
                 eof = true;
                 false
@@ -370,14 +384,14 @@ fn advance(conn: &mut Conn) -> Step {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return Step::Close,
         };
-        if let Err(e) = conn.tls.process_new_packets() {
+        if let Err(e) = tls.process_new_packets() {
             debug!("{}: TLS error: {e}", conn.peer);
             // Send the alert rustls queued, so the client learns why.
-            let _ = conn.tls.write_tls(&mut conn.sock);
+            let _ = tls.write_tls(&mut conn.sock);
             return Step::Close;
         }
         loop {
-            match conn.tls.reader().read(&mut plain) {
+            match tls.reader().read(&mut plain) {
                 Ok(0) => {
                     eof = true;
                     break;
@@ -398,8 +412,11 @@ fn advance(conn: &mut Conn) -> Step {
         }
     }
     let mut writing = false;
-    while conn.tls.wants_write() {
-        match conn.tls.write_tls(&mut conn.sock) {
+    let Some(tls) = conn.tls.as_mut() else {
+        return Step::Close;
+    };
+    while tls.wants_write() {
+        match tls.write_tls(&mut conn.sock) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 writing = true;
@@ -418,17 +435,52 @@ fn advance(conn: &mut Conn) -> Step {
     Step::Waiting { writing }
 }
 
+/// `advance` for the plain-HTTP listener: collect bytes until a head is complete.
+fn advance_plain(conn: &mut Conn) -> Step {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match conn.sock.read(&mut chunk) {
+            Ok(0) => {
+                return if conn.has_complete_head() {
+                    Step::HeadReady
+                } else {
+                    Step::Close
+                };
+            }
+            Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Step::Close,
+        }
+        if conn.buf.len() > MAX_HEAD_BYTES && !conn.has_complete_head() {
+            return Step::Reject(ApiError::header_too_large(MAX_HEAD_BYTES));
+        }
+    }
+    if conn.has_complete_head() {
+        Step::HeadReady
+    } else {
+        Step::Waiting { writing: false }
+    }
+}
+
 /// Writes an error response without blocking (best effort: a client that does not read gets
 /// nothing) and closes.
 fn reject(conn: &mut Conn, err: &ApiError) {
-    if conn.tls.is_handshaking() {
+    if conn.is_handshaking() {
         return;
     }
-    let _ = conn.tls.writer().write_all(&raw_error(err));
-    conn.tls.send_close_notify();
-    while conn.tls.wants_write() {
-        if conn.tls.write_tls(&mut conn.sock).is_err() {
-            break;
+    match conn.tls.as_mut() {
+        None => {
+            let _ = conn.sock.write_all(&raw_error(err));
+        }
+        Some(tls) => {
+            let _ = tls.writer().write_all(&raw_error(err));
+            tls.send_close_notify();
+            while tls.wants_write() {
+                if tls.write_tls(&mut conn.sock).is_err() {
+                    break;
+                }
+            }
         }
     }
 }

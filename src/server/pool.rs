@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use log::{debug, error};
 
 use super::Settings;
-use super::conn::Conn;
+use super::conn::{Conn, Stream};
 use super::exchange::{self, Handler};
 use super::respond::After;
 use crate::lifecycle::Lifecycle;
@@ -229,7 +229,7 @@ fn serve_connection(
     }
     loop {
         let after = {
-            let mut stream = rustls::Stream::new(&mut conn.tls, &mut conn.sock);
+            let mut stream = Stream::of(&mut conn.tls, &mut conn.sock);
             exchange::serve(
                 &mut stream,
                 &mut conn.buf,
@@ -271,9 +271,12 @@ fn serve_connection(
 /// Moves plaintext that rustls already decrypted into `conn.buf`, without touching the socket:
 /// a pipelined request may be waiting there, and the poller would never see it.
 fn take_decrypted(conn: &mut Conn) {
+    let Some(tls) = conn.tls.as_mut() else {
+        return;
+    };
     let mut tmp = [0u8; 4096];
     loop {
-        match conn.tls.reader().read(&mut tmp) {
+        match tls.reader().read(&mut tmp) {
             Ok(0) | Err(_) => break,
             Ok(n) => conn.buf.extend_from_slice(&tmp[..n]),
         }
@@ -286,9 +289,22 @@ fn linger(conn: &mut Conn, io_timeout: Duration) -> bool {
     if conn.sock.set_read_timeout(Some(LINGER)).is_err() {
         return false;
     }
-    let alive = match conn.tls.read_tls(&mut conn.sock) {
+    let read = match conn.tls.as_mut() {
+        Some(tls) => tls.read_tls(&mut conn.sock).and_then(|n| {
+            tls.process_new_packets()
+                .map(|_| n)
+                .map_err(io::Error::other)
+        }),
+        None => {
+            let mut tmp = [0u8; 4096];
+            conn.sock
+                .read(&mut tmp)
+                .inspect(|&n| conn.buf.extend_from_slice(&tmp[..n]))
+        }
+    };
+    let alive = match read {
         Ok(0) => false,
-        Ok(_) => conn.tls.process_new_packets().is_ok(),
+        Ok(_) => true,
         Err(e) => matches!(
             e.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
@@ -302,10 +318,12 @@ fn linger(conn: &mut Conn, io_timeout: Duration) -> bool {
 /// still be sending for a moment: closing with unread input makes the kernel send a reset,
 /// which can destroy our last response (a 413, say) before the client has read it.
 fn close(mut conn: Conn) {
-    conn.tls.send_close_notify();
-    while conn.tls.wants_write() {
-        if conn.tls.write_tls(&mut conn.sock).is_err() {
-            return;
+    if let Some(tls) = conn.tls.as_mut() {
+        tls.send_close_notify();
+        while tls.wants_write() {
+            if tls.write_tls(&mut conn.sock).is_err() {
+                return;
+            }
         }
     }
     if conn.sock.shutdown(Shutdown::Write).is_err() {
@@ -395,7 +413,7 @@ mod tests {
                 buf.extend_from_slice(&tmp[..n]);
             }
         }
-        let mut conn = Conn::new(sock, server, peer, Slot::take(open, 10).unwrap());
+        let mut conn = Conn::new(sock, Some(server), peer, Slot::take(open, 10).unwrap());
         conn.buf = buf;
         conn
     }

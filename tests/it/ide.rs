@@ -149,3 +149,94 @@ fn kimi_quirk_sends_null_instead_of_empty_content_beside_tool_calls() {
         Value::Null
     );
 }
+
+fn http_port(proxy: &Proxy) -> u16 {
+    let log = proxy.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("plain-HTTP listener"))
+        .unwrap()
+        .to_owned();
+    let addr = line
+        .split(" on ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap();
+    addr.trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap()
+}
+
+fn plain_request(port: u16, raw: &[u8]) -> Response {
+    use std::io::Write;
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    sock.write_all(raw).unwrap();
+    crate::client::read_response(&mut std::io::BufReader::new(sock)).unwrap()
+}
+
+#[test]
+fn base_url_mode_serves_plain_http_with_or_without_v1_and_strips_model_prefixes() {
+    let mock = Mock::start();
+    let proxy = Proxy::start(&config_yaml(
+        &mock.url(),
+        &crate::standard_apis(),
+        "  http_bind: 127.0.0.1:0\n  strip_model_prefixes: [\"custom_openai_compatible//\"]\n",
+    ));
+    let port = http_port(&proxy);
+    let body = r#"{"model":"custom_openai_compatible//gpt-4o","messages":[]}"#;
+    for path in ["/chat/completions", "/v1/chat/completions"] {
+        let raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let r = plain_request(port, raw.as_bytes());
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(
+            r.json()["model"],
+            "custom_openai_compatible//gpt-4o",
+            "the client's own id"
+        );
+    }
+    assert!(
+        mock.requests().iter().all(|r| r.json()["model"] == "chat"),
+        "routed as gpt-4o"
+    );
+    let r = plain_request(port, b"GET /models HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.json()["object"], "list");
+    // Streams work there too, and the TLS port still answers.
+    let stream = r#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
+    let raw = format!(
+        "POST /chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{stream}",
+        stream.len()
+    );
+    let r = plain_request(port, raw.as_bytes());
+    assert!(r.complete);
+    assert_eq!(r.sse_data().last().map(String::as_str), Some("[DONE]"));
+    let r = roundtrip(
+        proxy.port,
+        &proxy.ca_path(),
+        &crate::client::get_request("/models"),
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn plain_listener_open_to_the_network_without_access_keys_is_warned_about() {
+    let mock = Mock::start();
+    let proxy = Proxy::start(&config_yaml(
+        &mock.url(),
+        &crate::standard_apis(),
+        "  http_bind: 0.0.0.0:0\n",
+    ));
+    assert!(
+        proxy
+            .log()
+            .contains("reachable from the network without access_keys"),
+        "{}",
+        proxy.log()
+    );
+}
