@@ -167,6 +167,17 @@ pub struct Server {
     /// `server.strip_model_prefixes`: prefixes removed from a requested model id before routing
     /// (some clients send `custom_openai_compatible//<id>`).
     pub strip_model_prefixes: Vec<String>,
+    /// `server.tunnel`: who may `CONNECT` to hosts other than ours. Defaults to `local`.
+    pub tunnel: TunnelPolicy,
+}
+
+/// `server.tunnel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelPolicy {
+    Allow,
+    Deny,
+    /// Clients on loopback or the LAN only.
+    Local,
 }
 
 /// Failover and passive health of backend pools.
@@ -575,6 +586,17 @@ impl Server {
             .into_iter()
             .filter(|p| !p.is_empty())
             .collect();
+        let tunnel = match raw.tunnel.as_deref().map(str::trim) {
+            None | Some("local") => TunnelPolicy::Local,
+            Some("allow") => TunnelPolicy::Allow,
+            Some("deny") => TunnelPolicy::Deny,
+            Some(other) => {
+                problems.push(format!(
+                    "server.tunnel: expected allow, deny or local, got {other:?}"
+                ));
+                TunnelPolicy::Local
+            }
+        };
         let admin_bind = raw.admin_bind.as_deref().and_then(|text| {
             text.trim()
                 .parse()
@@ -618,6 +640,7 @@ impl Server {
             cert_check_interval,
             http_bind,
             strip_model_prefixes,
+            tunnel,
         }
     }
 }
@@ -788,6 +811,7 @@ struct RawServer {
     cert_check_interval: Option<u64>,
     http_bind: Option<String>,
     strip_model_prefixes: Option<Vec<String>>,
+    tunnel: Option<String>,
 }
 
 /// A YAML boolean, or the quoted `"true"`/`"false"` strings the original CLI wrote. The original

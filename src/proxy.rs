@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::access::AccessKeys;
 use crate::api_error::ApiError;
 use crate::config::Config;
+use crate::connect::Connect;
 use crate::forward::{self, Endpoint};
 use crate::metrics::{Metrics, Observation};
 use crate::reasoning::ReasoningCache;
@@ -21,6 +22,7 @@ use crate::server::{After, Handler, Responder};
 use crate::upstream::Upstream;
 
 pub struct Proxy {
+    connect: Connect,
     /// `server.strip_model_prefixes`.
     model_prefixes: Vec<String>,
     metrics: Arc<Metrics>,
@@ -35,6 +37,14 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(config: &Config, metrics: Arc<Metrics>, reasoning: Arc<ReasoningCache>) -> Self {
         Proxy {
+            connect: Connect {
+                names: std::iter::once(&config.domain)
+                    .chain(&config.extra_domains)
+                    .map(|d| d.to_ascii_lowercase())
+                    .collect(),
+                policy: config.server.tunnel,
+                connect_timeout: config.server.timeouts.connect,
+            },
             model_prefixes: config.server.strip_model_prefixes.clone(),
             reasoning,
             access_keys: AccessKeys::new(config.access_keys.clone()),
@@ -58,10 +68,14 @@ impl Proxy {
     fn dispatch(
         &self,
         request: &Request<Vec<u8>>,
+        peer: SocketAddr,
         responder: Responder<'_>,
         access: &mut Access,
     ) -> io::Result<After> {
         let method = request.method();
+        if method == Method::CONNECT {
+            return self.connect.handle(request, peer, responder, access);
+        }
         // Clients given a base URL without `/v1` append only `/chat/completions`.
         let full;
         let path = match request.uri().path() {
@@ -140,7 +154,7 @@ impl Handler for Proxy {
         let started = Instant::now();
         let _in_flight = self.metrics.start_request();
         let mut access = Access::default();
-        let result = self.dispatch(&request, responder, &mut access);
+        let result = self.dispatch(&request, peer, responder, &mut access);
         access.log(&request, peer, started, result.is_ok());
         self.metrics.observe(&Observation {
             backend: access.backend.as_deref().unwrap_or("-"),

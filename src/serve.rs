@@ -67,6 +67,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         timeouts: config.server.timeouts,
         shutdown_timeout: config.server.shutdown_timeout,
         open_connections: Arc::clone(&metrics.connections),
+        tls: Some(Arc::clone(&tls_config)),
     };
     let live = Arc::new(Live::new(args.clone(), config, proxy, resolver, metrics));
     let lifecycle = Arc::new(Lifecycle::default());

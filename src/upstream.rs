@@ -11,13 +11,11 @@ use std::io;
 use std::time::Duration;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
 use log::warn;
 use rustls::pki_types::CertificateDer;
 use ureq::config::AutoHeaderValue;
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::{Agent, Body};
 
 use crate::api_error::ApiError;
@@ -161,34 +159,8 @@ fn agent(
         // buffer grows when a response head needs more.
         .input_buffer_size(8 * 1024)
         .output_buffer_size(8 * 1024);
-    config = config.tls_config(tls_roots(extra_roots));
+    config = config.tls_config(crate::roots::tls_config(extra_roots));
     Agent::new_with_config(config.build())
-}
-
-/// Mozilla's public roots, plus `extra` (a backend's `ca_file`) when given. The public set is
-/// parsed once and shared, so agents without extras share one rustls config.
-pub fn tls_roots(extra: &[CertificateDer<'static>]) -> TlsConfig {
-    static PUBLIC: OnceLock<Arc<Vec<Certificate<'static>>>> = OnceLock::new();
-    let public = PUBLIC.get_or_init(|| {
-        Arc::new(
-            webpki_root_certs::TLS_SERVER_ROOT_CERTS
-                .iter()
-                .map(|c| Certificate::from_der(c.as_ref()).to_owned())
-                .collect(),
-        )
-    });
-    let roots = if extra.is_empty() {
-        RootCerts::Specific(Arc::clone(public))
-    } else {
-        let mut all = public.as_ref().clone();
-        all.extend(
-            extra
-                .iter()
-                .map(|c| Certificate::from_der(c.as_ref()).to_owned()),
-        );
-        RootCerts::Specific(Arc::new(all))
-    };
-    TlsConfig::builder().root_certs(roots).build()
 }
 
 /// The client's headers that go upstream: the named allow-list and `x-*`, minus hop-by-hop

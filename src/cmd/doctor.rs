@@ -223,7 +223,7 @@ fn check_backend(backend: &Backend, key: Option<&str>, report: &mut Report) {
                     .as_deref()
                     .and_then(|p| ureq::Proxy::new(p).ok()),
             )
-            .tls_config(crate::upstream::tls_roots(&backend.ca_certs))
+            .tls_config(crate::roots::tls_config(&backend.ca_certs))
             .build(),
     );
     let key = backend

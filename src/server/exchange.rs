@@ -23,6 +23,14 @@ use crate::api_error::ApiError;
 /// Read size for request bodies.
 const READ_BUF: usize = 16 * 1024;
 
+/// Which listener a request came in on; in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tls,
+    /// The plain-HTTP listener (`server.http_bind`): base-URL clients and `CONNECT`.
+    Plain,
+}
+
 /// The application: answers one request through its responder.
 pub trait Handler: Send + Sync + 'static {
     fn handle(
@@ -39,6 +47,7 @@ pub fn serve<S: Read + Write>(
     io: &mut S,
     buf: &mut Vec<u8>,
     peer: SocketAddr,
+    transport: Transport,
     max_body: u64,
     handler: &dyn Handler,
 ) -> io::Result<After> {
@@ -99,7 +108,8 @@ pub fn serve<S: Read + Write>(
     };
 
     let (parts, ()) = head.into_parts();
-    let request = Request::from_parts(parts, body);
+    let mut request = Request::from_parts(parts, body);
+    request.extensions_mut().insert(transport);
     let responder = Responder::new(io, provide, http10, close, head_only);
     handler.handle(request, peer, responder)
 }
@@ -350,9 +360,9 @@ mod fuzz {
             if crate::server::conn::find_head_end(&buf).is_none() {
                 break;
             }
-            match serve(&mut io, &mut buf, peer, 4096, &Echo) {
+            match serve(&mut io, &mut buf, peer, Transport::Plain, 4096, &Echo) {
                 Ok(After::KeepAlive) => {}
-                Ok(After::Close) | Err(_) => break,
+                Ok(_) | Err(_) => break,
             }
         }
         io.output

@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-pub use exchange::Handler;
+pub use exchange::{Handler, Transport};
 pub use parking::Listener;
-pub use respond::{After, BodyStream, Headers, Responder};
+pub use respond::{After, BodyStream, Headers, Responder, Upgrade};
 
 use crate::config::Timeouts;
 use crate::error::Error;
@@ -46,6 +46,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Counts open client connections (shared with the metrics).
     pub open_connections: Arc<AtomicUsize>,
+    /// For `CONNECT` interception: the TLS config of the main listener.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Binds `addr` (port 0 picks a free port). Separate from [`run`] so that the caller can
@@ -104,9 +106,16 @@ pub fn serve_plain(
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
-        match exchange::serve(&mut sock, &mut buf, peer, max_body, handler) {
+        match exchange::serve(
+            &mut sock,
+            &mut buf,
+            peer,
+            Transport::Plain,
+            max_body,
+            handler,
+        ) {
             Ok(After::KeepAlive) => {}
-            Ok(After::Close) | Err(_) => return,
+            Ok(_) | Err(_) => return,
         }
     }
 }

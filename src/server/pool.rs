@@ -23,8 +23,9 @@ use log::{debug, error};
 
 use super::Settings;
 use super::conn::{Conn, Stream};
+use super::exchange::Transport;
 use super::exchange::{self, Handler};
-use super::respond::After;
+use super::respond::{After, Upgrade};
 use crate::lifecycle::Lifecycle;
 
 /// Workers kept even when idle, so a request after a quiet spell finds one ready.
@@ -229,11 +230,17 @@ fn serve_connection(
     }
     loop {
         let after = {
+            let transport = if conn.tls.is_some() {
+                Transport::Tls
+            } else {
+                Transport::Plain
+            };
             let mut stream = Stream::of(&mut conn.tls, &mut conn.sock);
             exchange::serve(
                 &mut stream,
                 &mut conn.buf,
                 conn.peer,
+                transport,
                 settings.max_body_bytes,
                 handler,
             )
@@ -247,6 +254,11 @@ fn serve_connection(
             Ok(After::KeepAlive) => {}
             Ok(After::Close) => {
                 close(conn);
+                return None;
+            }
+            Ok(After::Upgrade(Upgrade::Intercept)) => return intercept(conn, settings),
+            Ok(After::Upgrade(Upgrade::Tunnel(upstream))) => {
+                tunnel(conn, upstream, settings.timeouts.idle);
                 return None;
             }
             Err(e) => {
@@ -265,6 +277,89 @@ fn serve_connection(
     match conn.sock.set_nonblocking(true) {
         Ok(()) => Some(conn),
         Err(_) => None,
+    }
+}
+
+/// After `CONNECT` to our own domain: the client now starts TLS on this connection, as it would
+/// with `api.openai.com`. The connection goes back to the parking loop, which runs the
+/// handshake like any new one; bytes the client already sent are its first TLS records.
+fn intercept(mut conn: Conn, settings: &Settings) -> Option<Conn> {
+    let config = settings.tls.as_ref()?;
+    let mut tls = rustls::ServerConnection::new(Arc::clone(config)).ok()?;
+    if !conn.buf.is_empty() {
+        let early = std::mem::take(&mut conn.buf);
+        let mut reader: &[u8] = &early;
+        while !reader.is_empty() {
+            if tls.read_tls(&mut reader).ok()? == 0 {
+                break;
+            }
+        }
+    }
+    conn.tls = Some(tls);
+    conn.sock.set_nonblocking(true).ok()?;
+    Some(conn)
+}
+
+/// Relays bytes both ways between the client and `upstream` until either closes or neither
+/// sends anything for `idle`. One direction runs on a helper thread; the worker is held for the
+/// tunnel's life, which the idle limit bounds.
+fn tunnel(mut conn: Conn, upstream: std::net::TcpStream, idle: Duration) {
+    use std::sync::atomic::AtomicU64;
+    /// Reads wake up this often to see whether the whole tunnel went idle.
+    const TICK: Duration = Duration::from_millis(500);
+    let started = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let (Ok(mut up_read), Ok(mut client_write)) = (upstream.try_clone(), conn.sock.try_clone())
+    else {
+        return;
+    };
+    let mut up_write = upstream;
+    if !conn.buf.is_empty() && io::Write::write_all(&mut up_write, &conn.buf).is_err() {
+        return;
+    }
+    let _ = up_write.set_nodelay(true);
+    let copy = move |from: &mut std::net::TcpStream,
+                     to: &mut std::net::TcpStream,
+                     last: &AtomicU64| {
+        let _ = from.set_read_timeout(Some(TICK));
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if io::Write::write_all(to, &buf[..n]).is_err() {
+                        break;
+                    }
+                    last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    let quiet = started.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
+                    if Duration::from_millis(quiet) >= idle {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        // Pass the end on, so the other direction ends too.
+        let _ = to.shutdown(Shutdown::Write);
+        let _ = from.shutdown(Shutdown::Read);
+    };
+    let back = {
+        let last = Arc::clone(&last);
+        std::thread::Builder::new()
+            .name("tunnel".to_owned())
+            .spawn(move || copy(&mut up_read, &mut client_write, &last))
+    };
+    copy(&mut conn.sock, &mut up_write, &last);
+    if let Ok(handle) = back {
+        let _ = handle.join();
     }
 }
 
@@ -436,6 +531,7 @@ mod tests {
             timeouts: Timeouts::default(),
             shutdown_timeout: Duration::from_secs(1),
             open_connections: Arc::default(),
+            tls: None,
         };
         let queue = WorkQueue::new(
             &settings,

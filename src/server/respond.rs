@@ -22,10 +22,20 @@ const OUT_BUF: usize = 8 * 1024;
 pub type Headers = Vec<(HeaderName, HeaderValue)>;
 
 /// How the connection goes on after a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum After {
     KeepAlive,
     Close,
+    /// `CONNECT` accepted: the connection now carries something else.
+    Upgrade(Upgrade),
+}
+
+#[derive(Debug)]
+pub enum Upgrade {
+    /// The client will speak TLS to us as the proxied domain (forward-proxy interception).
+    Intercept,
+    /// Bytes are relayed untouched to this connection.
+    Tunnel(std::net::TcpStream),
 }
 
 /// The right to answer one request. Consumed by [`Responder::send`] or [`Responder::stream`].
@@ -116,6 +126,15 @@ impl<'a> Responder<'a> {
     }
 
     /// Sends the head of a response whose body follows in pieces.
+    /// Answers a `CONNECT` with `200 Connection Established` (no body, no framing headers: RFC
+    /// 9110 §9.3.6); the caller then hands the connection over as `upgrade`.
+    pub fn connect_established(self, upgrade: Upgrade) -> io::Result<After> {
+        self.out
+            .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")?;
+        self.out.flush()?;
+        Ok(After::Upgrade(upgrade))
+    }
+
     pub fn stream(self, status: StatusCode, headers: Headers) -> io::Result<BodyStream<'a>> {
         let close = self.close;
         if self.http10 {

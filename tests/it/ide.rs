@@ -240,3 +240,100 @@ fn plain_listener_open_to_the_network_without_access_keys_is_warned_about() {
         proxy.log()
     );
 }
+
+/// Sends `CONNECT target` on the plain listener and returns the socket after the 200.
+fn connect_via(port: u16, target: &str) -> (std::net::TcpStream, String) {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(sock, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    // Read the head byte by byte: nothing after it may be consumed here.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && sock.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    (sock, String::from_utf8_lossy(&head).into_owned())
+}
+
+#[test]
+fn forward_proxy_intercepts_our_domain_and_tunnels_other_hosts() {
+    use std::io::Write;
+    let mock = Mock::start();
+    let proxy = Proxy::start(&config_yaml(
+        &mock.url(),
+        &crate::standard_apis(),
+        "  http_bind: 127.0.0.1:0\n",
+    ));
+    let port = http_port(&proxy);
+
+    // Our domain: after the 200 the client speaks TLS to the proxy itself, trusting only its CA.
+    let (sock, head) = connect_via(port, "api.openai.com:443");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let name = rustls::pki_types::ServerName::try_from("api.openai.com").unwrap();
+    let conn =
+        rustls::ClientConnection::new(crate::client::tls_config(&proxy.ca_path()), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(&chat_request(
+        r#"{"model":"gpt-4o","stream":true,"messages":[]}"#,
+        "",
+    ))
+    .unwrap();
+    let r = crate::client::read_response(&mut std::io::BufReader::new(tls)).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.sse_data().last().map(String::as_str), Some("[DONE]"));
+
+    // Another host: bytes pass untouched (here, plain HTTP to the mock backend).
+    let target = format!("127.0.0.1:{}", mock.port);
+    let (mut sock, head) = connect_via(port, &target);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let body = r#"{"model":"tunnelled","messages":[]}"#;
+    write!(
+        sock,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let r = crate::client::read_response(&mut std::io::BufReader::new(sock)).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["model"],
+        "upstream-model",
+        "the backend's own answer, not rewritten"
+    );
+    assert!(
+        mock.requests()
+            .iter()
+            .any(|q| q.json()["model"] == "tunnelled")
+    );
+}
+
+#[test]
+fn tunnels_can_be_refused_and_idle_ones_end() {
+    let mock = Mock::start();
+    let denying = Proxy::start(&config_yaml(
+        &mock.url(),
+        &crate::standard_apis(),
+        "  http_bind: 127.0.0.1:0\n  tunnel: deny\n",
+    ));
+    let (_, head) = connect_via(http_port(&denying), &format!("127.0.0.1:{}", mock.port));
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+
+    let idle = Proxy::start(&config_yaml(
+        &mock.url(),
+        &crate::standard_apis(),
+        "  http_bind: 127.0.0.1:0\n  idle_timeout: 1\n",
+    ));
+    let (mut sock, head) = connect_via(http_port(&idle), &format!("127.0.0.1:{}", mock.port));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut sock, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the idle tunnel is closed");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
