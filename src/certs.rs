@@ -204,44 +204,19 @@ fn leaf_problem(paths: &CertPaths, names: &[String]) -> Result<Option<LeafReason
     if !paths.leaf_cert.exists() || !paths.leaf_key.exists() {
         return Ok(Some(LeafReason::Missing));
     }
-    let der = read_certs(&paths.leaf_cert)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::CertInvalid {
-            path: paths.leaf_cert.clone(),
-            why: "no certificate".to_owned(),
-        })?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| Error::CertInvalid {
-        path: paths.leaf_cert.clone(),
-        why: format!("not a valid certificate: {e}"),
-    })?;
-    let covered: Vec<String> = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => {
-                        Some(d.to_ascii_lowercase())
-                    }
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some(missing) = names
+    let info = read_info(&paths.leaf_cert)?;
+    let covered: Vec<String> = info
+        .names
         .iter()
-        .find(|n| !covered.contains(&n.to_ascii_lowercase()))
-    {
+        .filter_map(|n| n.strip_prefix("DNS:"))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if let Some(missing) = names.iter().find(|n| !covered.contains(&n.to_ascii_lowercase())) {
         return Ok(Some(LeafReason::LacksName(missing.clone())));
     }
-    let expires = cert.validity().not_after.timestamp();
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    if expires - now < RENEW_WITHIN.whole_seconds() {
-        return Ok(Some(LeafReason::Expiring((expires - now).max(0) / 86_400)));
+    let left = info.not_after - OffsetDateTime::now_utc();
+    if left < RENEW_WITHIN {
+        return Ok(Some(LeafReason::Expiring(left.whole_days().max(0))));
     }
     Ok(None)
 }
