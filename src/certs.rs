@@ -211,7 +211,10 @@ fn leaf_problem(paths: &CertPaths, names: &[String]) -> Result<Option<LeafReason
         .filter_map(|n| n.strip_prefix("DNS:"))
         .map(str::to_ascii_lowercase)
         .collect();
-    if let Some(missing) = names.iter().find(|n| !covered.contains(&n.to_ascii_lowercase())) {
+    if let Some(missing) = names
+        .iter()
+        .find(|n| !covered.contains(&n.to_ascii_lowercase()))
+    {
         return Ok(Some(LeafReason::LacksName(missing.clone())));
     }
     let left = info.not_after - OffsetDateTime::now_utc();
