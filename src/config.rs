@@ -347,14 +347,7 @@ impl Backend {
                 StreamMode::Client
             }
         };
-        let active = match raw.active.as_ref().map(LenientBool::parse) {
-            None | Some(Ok(None)) => true,
-            Some(Ok(Some(v))) => v,
-            Some(Err(why)) => {
-                errs.push(format!("active: {why}"));
-                true
-            }
-        };
+        let active = flag(raw.active.as_ref(), true, "active", &mut errs);
         let weight = raw.weight.unwrap_or(1);
         if !(1..=1000).contains(&weight) {
             errs.push(format!("weight: expected 1 to 1000, got {weight}"));
@@ -418,14 +411,12 @@ impl Backend {
                 Err(why) => errs.push(format!("ca_file: {why}")),
             }
         }
-        let reasoning_replay = match raw.reasoning_replay.as_ref().map(LenientBool::parse) {
-            None | Some(Ok(None)) => true,
-            Some(Ok(Some(v))) => v,
-            Some(Err(why)) => {
-                errs.push(format!("reasoning_replay: {why}"));
-                true
-            }
-        };
+        let reasoning_replay = flag(
+            raw.reasoning_replay.as_ref(),
+            true,
+            "reasoning_replay",
+            &mut errs,
+        );
         let reasoning_fallback = match raw.reasoning_fallback.as_deref().map(str::trim) {
             None | Some("empty") => ReasoningFallback::Empty,
             Some("strip") => ReasoningFallback::Strip,
@@ -501,14 +492,7 @@ impl Server {
                 DEFAULT_BIND
             }),
         };
-        let debug = match raw.debug.as_ref().map(LenientBool::parse) {
-            None | Some(Ok(None)) => false,
-            Some(Ok(Some(v))) => v,
-            Some(Err(why)) => {
-                problems.push(format!("server.debug: {why}"));
-                false
-            }
-        };
+        let debug = flag(raw.debug.as_ref(), false, "server.debug", problems);
         let workers = raw.workers.unwrap_or(DEFAULT_WORKERS);
         if workers == 0 || workers > 1024 {
             problems.push(format!("server.workers: expected 1 to 1024, got {workers}"));
@@ -685,6 +669,19 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
         return Err(format!("URL must not have a query string: {endpoint:?}"));
     }
     Ok(())
+}
+
+/// A true/false field (YAML boolean or the original's quoted string); unset or "null" means
+/// `default`. A bad value is reported under `field`.
+fn flag(raw: Option<&LenientBool>, default: bool, field: &str, problems: &mut Vec<String>) -> bool {
+    match raw.map(LenientBool::parse) {
+        None | Some(Ok(None)) => default,
+        Some(Ok(Some(v))) => v,
+        Some(Err(why)) => {
+            problems.push(format!("{field}: {why}"));
+            default
+        }
+    }
 }
 
 /// Headers a backend entry may not set: ours to manage, or the key (use `api_key`).

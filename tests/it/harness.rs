@@ -190,6 +190,25 @@ impl Proxy {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// The port of the address logged after " on " in the first line containing `marker`
+    /// (the admin and plain-HTTP listeners log where they listen).
+    pub fn logged_port(&self, marker: &str) -> u16 {
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains(marker))
+            .unwrap_or_else(|| panic!("no {marker:?} in the log:\n{log}"));
+        let addr = line
+            .split(" on ")
+            .nth(1)
+            .unwrap()
+            .split([' ', '/'])
+            .next()
+            .unwrap()
+            .trim_end_matches(':');
+        addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -151,22 +151,7 @@ fn kimi_quirk_sends_null_instead_of_empty_content_beside_tool_calls() {
 }
 
 fn http_port(proxy: &Proxy) -> u16 {
-    let log = proxy.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("plain-HTTP listener"))
-        .unwrap()
-        .to_owned();
-    let addr = line
-        .split(" on ")
-        .nth(1)
-        .unwrap()
-        .split(':')
-        .nth(1)
-        .unwrap();
-    addr.trim_end_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .unwrap()
+    proxy.logged_port("plain-HTTP listener")
 }
 
 fn plain_request(port: u16, raw: &[u8]) -> Response {

@@ -20,9 +20,7 @@ fn admin_get(port: u16, path: &str) -> (String, String) {
 }
 
 fn admin_port(proxy: &Proxy) -> u16 {
-    let log = proxy.log();
-    let line = log.lines().find(|l| l.contains("admin listener")).unwrap();
-    line.rsplit(':').next().unwrap().trim().parse().unwrap()
+    proxy.logged_port("admin listener")
 }
 
 #[test]
