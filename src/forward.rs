@@ -12,8 +12,10 @@ use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, StatusCode, header};
+use indexmap::IndexMap;
 use log::{debug, warn};
-use serde_json::{Map, Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
 use crate::config::{Backend, StreamMode};
@@ -102,7 +104,7 @@ pub fn handle(
     responder: Responder<'_>,
     access: &mut Access,
 ) -> io::Result<After> {
-    let (value, ask) = match parse(proxy, request.body()) {
+    let (fields, ask) = match parse(proxy, request.body()) {
         Ok(v) => v,
         Err(e) => return access.error(responder, &e),
     };
@@ -126,7 +128,7 @@ pub fn handle(
         let is_last = i + 1 == plan.len();
         access.backend = Some(backend.name.clone());
         access.route = Some(backend.custom_model_id.clone());
-        let body = match upstream_body(&value, &ask, backend, endpoint, &proxy.reasoning) {
+        let body = match upstream_body(&fields, &ask, backend, endpoint, &proxy.reasoning) {
             Ok(b) => b,
             Err(e) => return access.error(responder, &e),
         };
@@ -166,60 +168,70 @@ pub fn handle(
     access.error(responder, &last_error)
 }
 
+/// A JSON object's top-level fields, in order, each value kept as the client wrote it: the
+/// proxy reads and replaces a few of them, and copies the rest (the message history, mostly)
+/// without building them as values — a large share of the work per request otherwise.
+type Fields = IndexMap<String, Box<RawValue>>;
+
 /// Parses the body: a JSON object with a `model`.
-fn parse(proxy: &Proxy, body: &[u8]) -> Result<(Value, Ask), ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid_request(
-            "invalid_json",
-            format!("request body is not valid JSON: {e}"),
-        )
+fn parse(proxy: &Proxy, body: &[u8]) -> Result<(Fields, Ask), ApiError> {
+    let fields: Fields = serde_json::from_slice(body).map_err(|e| {
+        // Tell "not JSON" (with serde's position) from "JSON, but not an object".
+        let why = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => "request body must be a JSON object".to_owned(),
+            Err(_) => format!("request body is not valid JSON: {e}"),
+        };
+        ApiError::invalid_request("invalid_json", why)
     })?;
-    let obj = value.as_object().ok_or_else(|| {
-        ApiError::invalid_request(
-            "invalid_json",
-            "request body must be a JSON object".to_owned(),
-        )
-    })?;
-    let model = match obj.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        _ => {
-            return Err(ApiError::invalid_request(
+    let model = fields
+        .get("model")
+        .and_then(|m| serde_json::from_str::<String>(m.get()).ok())
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid_request(
                 "missing_model",
                 format!(
                     "you must provide a model parameter; available models: {}",
                     proxy.router.model_list()
                 ),
-            ));
-        }
-    };
+            )
+        })?;
+    let include_usage = fields
+        .get("stream_options")
+        .and_then(|o| serde_json::from_str::<Value>(o.get()).ok())
+        .is_some_and(|o| o["include_usage"] == Value::Bool(true));
     let ask = Ask {
         route: proxy.route_model(&model).to_owned(),
-        stream: obj.get("stream") == Some(&Value::Bool(true)),
-        include_usage: obj
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            == Some(&Value::Bool(true)),
+        stream: fields
+            .get("stream")
+            .is_some_and(|s| s.get().trim() == "true"),
+        include_usage,
         model,
     };
-    Ok((value, ask))
+    Ok((fields, ask))
 }
 
-/// The body for one backend: its model id, and `stream` forced when its `stream_mode` says so.
+/// The body for one backend: its model id, `stream` forced when its `stream_mode` says so, and
+/// (chat) the message history mended for thinking models and quirks.
 fn upstream_body(
-    value: &Value,
+    fields: &Fields,
     ask: &Ask,
     backend: &Backend,
     endpoint: Endpoint,
     reasoning: &ReasoningCache,
 ) -> Result<Vec<u8>, ApiError> {
-    let mut value = value.clone();
-    let obj: &mut Map<String, Value> = value
-        .as_object_mut()
-        .ok_or_else(|| ApiError::internal("request body is not an object"))?;
-    if endpoint == Endpoint::ChatCompletions {
-        if let Some(Value::Array(messages)) = obj.get_mut("messages") {
+    let mut fields = fields.clone();
+    let mends_history = backend.reasoning_replay || backend.null_content_with_tool_calls;
+    if endpoint == Endpoint::ChatCompletions && mends_history {
+        // Only histories with tool calls need it; the rest is copied as it came.
+        let raw = fields
+            .get("messages")
+            .filter(|m| m.get().contains("\"tool_calls\""));
+        if let Some(mut messages) =
+            raw.and_then(|m| serde_json::from_str::<Vec<Value>>(m.get()).ok())
+        {
             if backend.reasoning_replay {
-                let restored = reasoning.restore(messages, backend.reasoning_fallback);
+                let restored = reasoning.restore(&mut messages, backend.reasoning_fallback);
                 if restored != Restored::default() {
                     debug!(
                         "backend={:?}: reasoning_content replayed into {} turn(s), fallback for {}",
@@ -228,14 +240,12 @@ fn upstream_body(
                 }
             }
             if backend.null_content_with_tool_calls {
-                reasoning::null_empty_content_with_tool_calls(messages);
+                reasoning::null_empty_content_with_tool_calls(&mut messages);
             }
+            fields.insert("messages".into(), raw_json(&messages)?);
         }
     }
-    obj.insert(
-        "model".into(),
-        Value::String(backend.target_for(&ask.route).to_owned()),
-    );
+    fields.insert("model".into(), raw_json(backend.target_for(&ask.route))?);
     let upstream_stream = match backend.stream_mode {
         _ if !endpoint.converts_streams() => ask.stream,
         StreamMode::Client => ask.stream,
@@ -243,16 +253,24 @@ fn upstream_body(
         StreamMode::ForceNonStream => false,
     };
     if upstream_stream != ask.stream {
-        obj.insert("stream".into(), Value::Bool(upstream_stream));
+        fields.insert("stream".into(), raw_json(&upstream_stream)?);
         if upstream_stream {
             // Aggregating for a non-streaming client needs usage in the stream.
-            obj.insert("stream_options".into(), json!({"include_usage": true}));
+            fields.insert(
+                "stream_options".into(),
+                raw_json(&json!({"include_usage": true}))?,
+            );
         } else {
             // Backends reject stream_options on non-streaming requests.
-            obj.remove("stream_options");
+            fields.shift_remove("stream_options");
         }
     }
-    serde_json::to_vec(&value)
+    serde_json::to_vec(&fields)
+        .map_err(|e| ApiError::internal(&format!("cannot encode the request: {e}")))
+}
+
+fn raw_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, ApiError> {
+    serde_json::value::to_raw_value(value)
         .map_err(|e| ApiError::internal(&format!("cannot encode the request: {e}")))
 }
 
@@ -350,33 +368,58 @@ fn answer(
                 Ok(raw) => raw,
                 Err(e) => return access.error(responder, &e),
             };
-            let Ok(mut reply) = serde_json::from_slice::<Value>(&raw) else {
+            let Ok(mut fields) = serde_json::from_slice::<Fields>(&raw) else {
                 // Claimed JSON but is not: relay it as it came rather than guess.
                 headers.push(json_header());
                 access.bytes = raw.len() as u64;
                 return responder.send(status, headers, &raw);
             };
-            access.take_usage(&reply);
-            if let Some(cache) = reasoning {
-                cache.remember_reply(&reply);
-            }
-            if stream && endpoint.converts_streams() {
-                headers.extend(sse_headers());
-                let mut sink = responder.stream(status, headers)?;
-                let mut out = Vec::new();
-                for chunk in convert::synthesize(&reply, &ask.model, ask.include_usage) {
-                    rewrite::encode_json(&chunk, &mut out);
+            if let Some(usage) = fields.get("usage") {
+                if let Ok(usage) = serde_json::from_str::<Value>(usage.get()) {
+                    access.take_usage(&json!({ "usage": usage }));
                 }
-                out.extend_from_slice(b"data: [DONE]\n\n");
-                sink.write(&out)?;
-                access.bytes = sink.bytes;
-                sink.finish()
-            } else {
-                rewrite::set_client_model(&mut reply, &ask.model);
-                headers.push(json_header());
-                let bytes = to_vec(&reply);
-                access.bytes = bytes.len() as u64;
-                responder.send(status, headers, &bytes)
+            }
+            // The whole reply as values only where it is needed: a stream to synthesize, or
+            // tool calls whose reasoning is to be remembered.
+            let calls_tools = fields
+                .get("choices")
+                .is_some_and(|c| c.get().contains("\"tool_calls\""));
+            let synthesize = stream && endpoint.converts_streams();
+            let reply = (synthesize || (reasoning.is_some() && calls_tools))
+                .then(|| serde_json::from_slice::<Value>(&raw).ok())
+                .flatten();
+            if let (Some(cache), Some(reply)) = (reasoning, &reply) {
+                cache.remember_reply(reply);
+            }
+            match reply {
+                Some(reply) if synthesize => {
+                    headers.extend(sse_headers());
+                    let mut sink = responder.stream(status, headers)?;
+                    let mut out = Vec::new();
+                    for chunk in convert::synthesize(&reply, &ask.model, ask.include_usage) {
+                        rewrite::encode_json(&chunk, &mut out);
+                    }
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                    sink.write(&out)?;
+                    access.bytes = sink.bytes;
+                    sink.finish()
+                }
+                _ => {
+                    if fields.contains_key("model") {
+                        match serde_json::value::to_raw_value(&ask.model) {
+                            Ok(model) => {
+                                fields.insert("model".into(), model);
+                            }
+                            Err(e) => {
+                                return access.error(responder, &ApiError::internal(&e.to_string()));
+                            }
+                        }
+                    }
+                    headers.push(json_header());
+                    let bytes = serde_json::to_vec(&fields).unwrap_or(raw);
+                    access.bytes = bytes.len() as u64;
+                    responder.send(status, headers, &bytes)
+                }
             }
         }
     }
