@@ -30,7 +30,7 @@ use crate::upstream::{self, UpstreamResponse};
 /// Largest backend body read whole (a non-streamed reply, or a stream being aggregated).
 const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
 /// Backend reads: an SSE event is a few hundred bytes; many streams at once make this add up.
-const READ_BUF: usize = 8 * 1024;
+const READ_BUF: usize = 4 * 1024;
 
 /// A JSON endpoint that names a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,7 +411,8 @@ fn answer(
                                 fields.insert("model".into(), model);
                             }
                             Err(e) => {
-                                return access.error(responder, &ApiError::internal(&e.to_string()));
+                                return access
+                                    .error(responder, &ApiError::internal(&e.to_string()));
                             }
                         }
                     }

@@ -16,8 +16,9 @@ use crate::api_error::ApiError;
 /// Output buffer for ureq-proto. Its chunk writer can end the body early when exactly 5 bytes of
 /// output space remain while input is pending (ureq-proto 0.7.1). Every write here starts with
 /// the whole buffer free and passes at most `calculate_max_input` of it, so input never waits
-/// for space; 8 KiB holds any SSE event in one chunk without costing much per stream.
-const OUT_BUF: usize = 8 * 1024;
+/// for space. 4 KiB holds a typical SSE event in one chunk (bigger ones take several) and keeps
+/// the cost per open stream small.
+const OUT_BUF: usize = 4 * 1024;
 
 pub type Headers = Vec<(HeaderName, HeaderValue)>;
 
