@@ -1,6 +1,7 @@
 //! Starting up: clear errors for a privileged port and for broken config files, paths relative
 //! to the config file, `--version`.
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use crate::harness::{Proxy, TempDir, command, command_words, config_yaml, run};
@@ -14,6 +15,15 @@ fn port_443_without_privilege_says_how_to_fix_it() {
     std::fs::write(dir.path().join("config.yaml"), yaml).unwrap();
     let config = dir.path().join("config.yaml");
     let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    // The binary may sit where nobody cannot reach it (a checkout under /root): run a copy.
+    let exe_dir = TempDir::new("exe");
+    let exe = exe_dir.path().join("trae-proxy");
+    std::fs::copy(crate::harness::binary(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut words = command_words();
+    if let Some(last) = words.last_mut() {
+        *last = exe.display().to_string();
+    }
     let mut cmd = if is_root {
         // Drop to nobody, capabilities included, as an unprivileged user would run it.
         let mut c = Command::new("setpriv");
@@ -24,7 +34,7 @@ fn port_443_without_privilege_says_how_to_fix_it() {
             "--inh-caps=-all",
             "--bounding-set=-all",
         ])
-        .args(command_words());
+        .args(&words);
         c
     } else {
         command()
