@@ -97,7 +97,7 @@ impl<'a> Responder<'a> {
         let mut send = self.reply.provide(response).map_err(proto)?;
         // Head and body go out in one write: one TLS record and one syscall for a small reply.
         let mut wire = Vec::with_capacity(body.len() + 512);
-        let mut buf = vec![0u8; OUT_BUF];
+        let mut buf = [0u8; OUT_BUF];
         loop {
             let n = send.write(&mut buf).map_err(proto)?;
             wire.extend_from_slice(&buf[..n]);
