@@ -21,7 +21,7 @@ use crate::api_error::ApiError;
 use crate::config::{Backend, StreamMode};
 use crate::proxy::{Access, Proxy};
 use crate::reasoning::{self, ReasoningCache, Restored};
-use crate::server::{After, BodyStream, Headers, Responder};
+use crate::server::{After, BodyStream, Headers, Responder, json_content_type};
 use crate::sse::convert::{self, Aggregator};
 use crate::sse::parser::Event;
 use crate::sse::{self, Item, Parser, rewrite};
@@ -356,7 +356,7 @@ fn answer(
                 if let Some(cache) = reasoning {
                     cache.remember_reply(&reply);
                 }
-                headers.push(json_header());
+                headers.push(json_content_type());
                 let bytes = to_vec(&reply);
                 access.bytes = bytes.len() as u64;
                 responder.send(status, headers, &bytes)
@@ -370,7 +370,7 @@ fn answer(
             };
             let Ok(mut fields) = serde_json::from_slice::<Fields>(&raw) else {
                 // Claimed JSON but is not: relay it as it came rather than guess.
-                headers.push(json_header());
+                headers.push(json_content_type());
                 access.bytes = raw.len() as u64;
                 return responder.send(status, headers, &raw);
             };
@@ -416,7 +416,7 @@ fn answer(
                             }
                         }
                     }
-                    headers.push(json_header());
+                    headers.push(json_content_type());
                     let bytes = serde_json::to_vec(&fields).unwrap_or(raw);
                     access.bytes = bytes.len() as u64;
                     responder.send(status, headers, &bytes)
@@ -621,13 +621,6 @@ fn sse_headers() -> [(http::HeaderName, HeaderValue); 2] {
         ),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
     ]
-}
-
-fn json_header() -> (http::HeaderName, HeaderValue) {
-    (
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    )
 }
 
 fn to_vec(value: &Value) -> Vec<u8> {

@@ -18,7 +18,7 @@ use crate::forward::{self, Endpoint};
 use crate::metrics::{Metrics, Observation};
 use crate::reasoning::ReasoningCache;
 use crate::route::Router;
-use crate::server::{After, Handler, Responder};
+use crate::server::{After, Handler, Headers, Responder, json_content_type};
 use crate::upstream::Upstream;
 
 pub struct Proxy {
@@ -204,10 +204,12 @@ impl Access {
 
 impl Access {
     pub fn error(&mut self, responder: Responder<'_>, err: &ApiError) -> io::Result<After> {
-        let body = err.to_body();
-        self.status = err.status.as_u16();
-        self.bytes = body.len() as u64;
-        responder.send(err.status, vec![json_content_type()], &body)
+        self.send(
+            responder,
+            err.status,
+            vec![json_content_type()],
+            &err.to_body(),
+        )
     }
 
     fn not_allowed(
@@ -218,14 +220,11 @@ impl Access {
         allow: &'static str,
     ) -> io::Result<After> {
         let err = ApiError::method_not_allowed(method.as_str(), path);
-        let body = err.to_body();
-        self.status = err.status.as_u16();
-        self.bytes = body.len() as u64;
         let headers = vec![
             json_content_type(),
             (header::ALLOW, HeaderValue::from_static(allow)),
         ];
-        responder.send(err.status, headers, &body)
+        self.send(responder, err.status, headers, &err.to_body())
     }
 
     fn json(
@@ -235,9 +234,20 @@ impl Access {
         value: &Value,
     ) -> io::Result<After> {
         let body = serde_json::to_vec(value).unwrap_or_default();
+        self.send(responder, status, vec![json_content_type()], &body)
+    }
+
+    /// Sends a complete reply and records its status and size for the log.
+    fn send(
+        &mut self,
+        responder: Responder<'_>,
+        status: StatusCode,
+        headers: Headers,
+        body: &[u8],
+    ) -> io::Result<After> {
         self.status = status.as_u16();
         self.bytes = body.len() as u64;
-        responder.send(status, vec![json_content_type()], &body)
+        responder.send(status, headers, body)
     }
 
     /// One key=value line per request; never a header, a key or a body.
@@ -256,13 +266,6 @@ impl Access {
             if completed { "" } else { " aborted=client" },
         );
     }
-}
-
-fn json_content_type() -> (http::HeaderName, HeaderValue) {
-    (
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    )
 }
 
 /// `%XX` sequences decoded (model ids such as `qwen/qwen3` arrive as `qwen%2Fqwen3`); anything

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::api_error::ApiError;
 use crate::cli::MockArgs;
 use crate::error::Error;
-use crate::server::{After, Handler, Responder, serve_plain};
+use crate::server::{After, Handler, Responder, json_content_type, serve_plain};
 
 const MODEL: &str = "mock-model";
 
@@ -70,24 +70,21 @@ impl Handler for Mock {
             (&Method::POST, "/chat/completions") => {
                 match serde_json::from_slice::<Value>(request.body()) {
                     Ok(body) => self.chat(&body, responder),
-                    Err(e) => error(
-                        responder,
-                        &ApiError::invalid_request("invalid_json", e.to_string()),
-                    ),
+                    Err(e) => {
+                        responder.error(&ApiError::invalid_request("invalid_json", e.to_string()))
+                    }
                 }
             }
             (&Method::POST, "/embeddings") => match serde_json::from_slice::<Value>(request.body())
             {
                 Ok(body) => json_reply(responder, &embedding(&body)),
-                Err(e) => error(
-                    responder,
-                    &ApiError::invalid_request("invalid_json", e.to_string()),
-                ),
+                Err(e) => {
+                    responder.error(&ApiError::invalid_request("invalid_json", e.to_string()))
+                }
             },
-            _ => error(
-                responder,
-                &ApiError::not_found(format!("the mock does not serve {path}")),
-            ),
+            _ => responder.error(&ApiError::not_found(format!(
+                "the mock does not serve {path}"
+            ))),
         }
     }
 }
@@ -194,17 +191,9 @@ fn embedding(body: &Value) -> Value {
 }
 
 fn json_reply(responder: Responder<'_>, value: &Value) -> io::Result<After> {
-    let headers = vec![(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    )];
-    responder.send(StatusCode::OK, headers, value.to_string().as_bytes())
-}
-
-fn error(responder: Responder<'_>, err: &ApiError) -> io::Result<After> {
-    let headers = vec![(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    )];
-    responder.send(err.status, headers, &err.to_body())
+    responder.send(
+        StatusCode::OK,
+        vec![json_content_type()],
+        value.to_string().as_bytes(),
+    )
 }

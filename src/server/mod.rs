@@ -26,7 +26,7 @@ use std::time::Duration;
 
 pub use exchange::{Handler, Transport};
 pub use parking::Listener;
-pub use respond::{After, BodyStream, Headers, Responder, Upgrade};
+pub use respond::{After, BodyStream, Headers, Responder, Upgrade, json_content_type};
 
 use crate::config::Timeouts;
 use crate::error::Error;

@@ -136,6 +136,11 @@ impl<'a> Responder<'a> {
         Ok(After::Upgrade(upgrade))
     }
 
+    /// Sends an OpenAI-shaped error.
+    pub fn error(self, err: &ApiError) -> io::Result<After> {
+        self.send(err.status, vec![json_content_type()], &err.to_body())
+    }
+
     pub fn stream(self, status: StatusCode, headers: Headers) -> io::Result<BodyStream<'a>> {
         let close = self.close;
         if self.http10 {
@@ -228,6 +233,14 @@ impl BodyStream<'_> {
         let _ = self.out.flush();
         After::Close
     }
+}
+
+/// `Content-Type: application/json`, the header of every JSON reply and error.
+pub fn json_content_type() -> (HeaderName, HeaderValue) {
+    (
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )
 }
 
 fn build(
