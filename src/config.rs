@@ -553,16 +553,12 @@ impl Server {
             Duration::from_secs(24 * 3600),
         );
 
-        let http_bind = raw.http_bind.as_deref().and_then(|text| {
-            text.trim()
-                .parse()
-                .map_err(|_| {
-                    problems.push(format!(
-                        "server.http_bind: expected an address with port such as 0.0.0.0:8080, got {text:?}"
-                    ));
-                })
-                .ok()
-        });
+        let http_bind = socket_addr(
+            raw.http_bind.as_deref(),
+            "server.http_bind",
+            "0.0.0.0:8080",
+            problems,
+        );
         let strip_model_prefixes: Vec<String> = raw
             .strip_model_prefixes
             .clone()
@@ -581,16 +577,12 @@ impl Server {
                 TunnelPolicy::Local
             }
         };
-        let admin_bind = raw.admin_bind.as_deref().and_then(|text| {
-            text.trim()
-                .parse()
-                .map_err(|_| {
-                    problems.push(format!(
-                        "server.admin_bind: expected an address with port such as 127.0.0.1:9090, got {text:?}"
-                    ));
-                })
-                .ok()
-        });
+        let admin_bind = socket_addr(
+            raw.admin_bind.as_deref(),
+            "server.admin_bind",
+            "127.0.0.1:9090",
+            problems,
+        );
         let max_attempts = raw.max_attempts.unwrap_or(health_defaults.max_attempts);
         if !(1..=10).contains(&max_attempts) {
             problems.push(format!(
@@ -669,6 +661,25 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
         return Err(format!("URL must not have a query string: {endpoint:?}"));
     }
     Ok(())
+}
+
+/// An optional `address:port` field; a bad value is reported under `field` with an example.
+fn socket_addr(
+    raw: Option<&str>,
+    field: &str,
+    example: &str,
+    problems: &mut Vec<String>,
+) -> Option<std::net::SocketAddr> {
+    let text = raw?;
+    match text.trim().parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.push(format!(
+                "{field}: expected an address with port such as {example}, got {text:?}"
+            ));
+            None
+        }
+    }
 }
 
 /// A true/false field (YAML boolean or the original's quoted string); unset or "null" means
