@@ -30,6 +30,20 @@ fn start_slow_stream(proxy: &Proxy) -> std::thread::JoinHandle<crate::client::Re
     handle
 }
 
+/// A request to the backend that never answers, left running in the background.
+fn start_hanging_request(proxy: &Proxy) {
+    let port = proxy.port;
+    let ca = proxy.ca_path();
+    std::thread::spawn(move || {
+        roundtrip(
+            port,
+            &ca,
+            &chat_request(r#"{"model":"hang","messages":[]}"#, ""),
+        );
+    });
+    std::thread::sleep(Duration::from_millis(300));
+}
+
 #[test]
 fn sigterm_lets_streams_finish_refuses_new_connections_and_exits_0() {
     let mock = Mock::start();
@@ -68,16 +82,7 @@ fn a_second_signal_exits_at_once() {
         &standard_apis(),
         "  first_byte_timeout: 60\n",
     ));
-    let port = proxy.port;
-    let ca = proxy.ca_path();
-    std::thread::spawn(move || {
-        roundtrip(
-            port,
-            &ca,
-            &chat_request(r#"{"model":"hang","messages":[]}"#, ""),
-        );
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    start_hanging_request(&proxy);
     proxy.signal("INT");
     assert_eq!(
         proxy.wait_exit(Duration::from_millis(500)),
@@ -98,16 +103,7 @@ fn drain_gives_up_after_the_shutdown_timeout() {
         &standard_apis(),
         "  first_byte_timeout: 60\n  shutdown_timeout: 1\n",
     ));
-    let port = proxy.port;
-    let ca = proxy.ca_path();
-    std::thread::spawn(move || {
-        roundtrip(
-            port,
-            &ca,
-            &chat_request(r#"{"model":"hang","messages":[]}"#, ""),
-        );
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    start_hanging_request(&proxy);
     let stopped_at = Instant::now();
     proxy.signal("TERM");
     assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
