@@ -12,13 +12,12 @@ use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, StatusCode, header};
-use indexmap::IndexMap;
 use log::{debug, warn};
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
 use crate::config::{Backend, StreamMode};
+use crate::json_fields::Fields;
 use crate::proxy::{Access, Proxy};
 use crate::reasoning::{self, ReasoningCache, Restored};
 use crate::server::{After, BodyStream, Headers, Responder, json_content_type};
@@ -168,14 +167,9 @@ pub fn handle(
     access.error(responder, &last_error)
 }
 
-/// A JSON object's top-level fields, in order, each value kept as the client wrote it: the
-/// proxy reads and replaces a few of them, and copies the rest (the message history, mostly)
-/// without building them as values — a large share of the work per request otherwise.
-type Fields = IndexMap<String, Box<RawValue>>;
-
 /// Parses the body: a JSON object with a `model`.
-fn parse(proxy: &Proxy, body: &[u8]) -> Result<(Fields, Ask), ApiError> {
-    let fields: Fields = serde_json::from_slice(body).map_err(|e| {
+fn parse<'a>(proxy: &Proxy, body: &'a [u8]) -> Result<(Fields<'a>, Ask), ApiError> {
+    let fields = Fields::parse(body).map_err(|e| {
         // Tell "not JSON" (with serde's position) from "JSON, but not an object".
         let why = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
             Ok(_) => "request body must be a JSON object".to_owned(),
@@ -185,7 +179,7 @@ fn parse(proxy: &Proxy, body: &[u8]) -> Result<(Fields, Ask), ApiError> {
     })?;
     let model = fields
         .get("model")
-        .and_then(|m| serde_json::from_str::<String>(m.get()).ok())
+        .and_then(|m| serde_json::from_str::<String>(m).ok())
         .filter(|m| !m.is_empty())
         .ok_or_else(|| {
             ApiError::invalid_request(
@@ -198,13 +192,11 @@ fn parse(proxy: &Proxy, body: &[u8]) -> Result<(Fields, Ask), ApiError> {
         })?;
     let include_usage = fields
         .get("stream_options")
-        .and_then(|o| serde_json::from_str::<Value>(o.get()).ok())
+        .and_then(|o| serde_json::from_str::<Value>(o).ok())
         .is_some_and(|o| o["include_usage"] == Value::Bool(true));
     let ask = Ask {
         route: proxy.route_model(&model).to_owned(),
-        stream: fields
-            .get("stream")
-            .is_some_and(|s| s.get().trim() == "true"),
+        stream: fields.get("stream").is_some_and(|s| s.trim() == "true"),
         include_usage,
         model,
     };
@@ -214,7 +206,7 @@ fn parse(proxy: &Proxy, body: &[u8]) -> Result<(Fields, Ask), ApiError> {
 /// The body for one backend: its model id, `stream` forced when its `stream_mode` says so, and
 /// (chat) the message history mended for thinking models and quirks.
 fn upstream_body(
-    fields: &Fields,
+    fields: &Fields<'_>,
     ask: &Ask,
     backend: &Backend,
     endpoint: Endpoint,
@@ -226,10 +218,8 @@ fn upstream_body(
         // Only histories with tool calls need it; the rest is copied as it came.
         let raw = fields
             .get("messages")
-            .filter(|m| m.get().contains("\"tool_calls\""));
-        if let Some(mut messages) =
-            raw.and_then(|m| serde_json::from_str::<Vec<Value>>(m.get()).ok())
-        {
+            .filter(|m| m.contains("\"tool_calls\""));
+        if let Some(mut messages) = raw.and_then(|m| serde_json::from_str::<Vec<Value>>(m).ok()) {
             if backend.reasoning_replay {
                 let restored = reasoning.restore(&mut messages, backend.reasoning_fallback);
                 if restored != Restored::default() {
@@ -242,10 +232,12 @@ fn upstream_body(
             if backend.null_content_with_tool_calls {
                 reasoning::null_empty_content_with_tool_calls(&mut messages);
             }
-            fields.insert("messages".into(), raw_json(&messages)?);
+            fields.set("messages", &messages).map_err(encode_error)?;
         }
     }
-    fields.insert("model".into(), raw_json(backend.target_for(&ask.route))?);
+    fields
+        .set("model", backend.target_for(&ask.route))
+        .map_err(encode_error)?;
     let upstream_stream = match backend.stream_mode {
         _ if !endpoint.converts_streams() => ask.stream,
         StreamMode::Client => ask.stream,
@@ -253,25 +245,24 @@ fn upstream_body(
         StreamMode::ForceNonStream => false,
     };
     if upstream_stream != ask.stream {
-        fields.insert("stream".into(), raw_json(&upstream_stream)?);
+        fields
+            .set("stream", &upstream_stream)
+            .map_err(encode_error)?;
         if upstream_stream {
             // Aggregating for a non-streaming client needs usage in the stream.
-            fields.insert(
-                "stream_options".into(),
-                raw_json(&json!({"include_usage": true}))?,
-            );
+            fields
+                .set("stream_options", &json!({"include_usage": true}))
+                .map_err(encode_error)?;
         } else {
             // Backends reject stream_options on non-streaming requests.
-            fields.shift_remove("stream_options");
+            fields.remove("stream_options");
         }
     }
-    serde_json::to_vec(&fields)
-        .map_err(|e| ApiError::internal(&format!("cannot encode the request: {e}")))
+    Ok(fields.to_vec())
 }
 
-fn raw_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, ApiError> {
-    serde_json::value::to_raw_value(value)
-        .map_err(|e| ApiError::internal(&format!("cannot encode the request: {e}")))
+fn encode_error(e: serde_json::Error) -> ApiError {
+    ApiError::internal(&format!("cannot encode the request: {e}"))
 }
 
 /// A 429's `Retry-After` in seconds (the HTTP-date form is rare from APIs and not used).
@@ -368,14 +359,14 @@ fn answer(
                 Ok(raw) => raw,
                 Err(e) => return access.error(responder, &e),
             };
-            let Ok(mut fields) = serde_json::from_slice::<Fields>(&raw) else {
+            let Ok(mut fields) = Fields::parse(&raw) else {
                 // Claimed JSON but is not: relay it as it came rather than guess.
                 headers.push(json_content_type());
                 access.bytes = raw.len() as u64;
                 return responder.send(status, headers, &raw);
             };
             if let Some(usage) = fields.get("usage") {
-                if let Ok(usage) = serde_json::from_str::<Value>(usage.get()) {
+                if let Ok(usage) = serde_json::from_str::<Value>(usage) {
                     access.take_usage(&json!({ "usage": usage }));
                 }
             }
@@ -383,7 +374,7 @@ fn answer(
             // tool calls whose reasoning is to be remembered.
             let calls_tools = fields
                 .get("choices")
-                .is_some_and(|c| c.get().contains("\"tool_calls\""));
+                .is_some_and(|c| c.contains("\"tool_calls\""));
             let synthesize = stream && endpoint.converts_streams();
             let reply = (synthesize || (reasoning.is_some() && calls_tools))
                 .then(|| serde_json::from_slice::<Value>(&raw).ok())
@@ -405,19 +396,13 @@ fn answer(
                     sink.finish()
                 }
                 _ => {
-                    if fields.contains_key("model") {
-                        match serde_json::value::to_raw_value(&ask.model) {
-                            Ok(model) => {
-                                fields.insert("model".into(), model);
-                            }
-                            Err(e) => {
-                                return access
-                                    .error(responder, &ApiError::internal(&e.to_string()));
-                            }
+                    if fields.contains("model") {
+                        if let Err(e) = fields.set("model", &ask.model) {
+                            return access.error(responder, &ApiError::internal(&e.to_string()));
                         }
                     }
                     headers.push(json_content_type());
-                    let bytes = serde_json::to_vec(&fields).unwrap_or(raw);
+                    let bytes = fields.to_vec();
                     access.bytes = bytes.len() as u64;
                     responder.send(status, headers, &bytes)
                 }

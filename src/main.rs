@@ -13,6 +13,7 @@ mod edit;
 mod error;
 mod files;
 mod forward;
+mod json_fields;
 mod lifecycle;
 mod logging;
 mod metrics;

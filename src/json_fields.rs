@@ -1,0 +1,199 @@
+//! A JSON object's top-level fields, in order, borrowed from the text they were parsed from.
+//!
+//! The proxy reads a few top-level fields of every request and reply (`model`, `stream`,
+//! `usage`, ...), replaces one or two, and copies the rest — the message history, mostly —
+//! as it came. Building those as values, or even copying each one into its own allocation,
+//! was a large share of the work per request; here a field's value stays a slice of the
+//! original text until it is written out again.
+//!
+//! Semantics follow a JSON object read into an ordered map: a repeated key keeps its first
+//! position and its last value; setting a key that exists replaces its value in place,
+//! a new key is appended; output is compact (no whitespace between fields).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+#[derive(Clone, Debug)]
+pub struct Fields<'a> {
+    /// Keys as decoded text; values as JSON text, borrowed unless set here.
+    entries: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl<'a> Fields<'a> {
+    /// Parses `text`, which must be one JSON object.
+    pub fn parse(text: &'a [u8]) -> serde_json::Result<Self> {
+        serde_json::from_slice(text)
+    }
+
+    /// The value's JSON text.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.position(key).map(|i| &*self.entries[i].1)
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.position(key).is_some()
+    }
+
+    /// Sets `key` to `value` encoded as JSON.
+    pub fn set<T: serde::Serialize + ?Sized>(
+        &mut self,
+        key: &'a str,
+        value: &T,
+    ) -> serde_json::Result<()> {
+        let json = serde_json::to_string(value)?;
+        match self.position(key) {
+            Some(i) => self.entries[i].1 = Cow::Owned(json),
+            None => self.entries.push((Cow::Borrowed(key), Cow::Owned(json))),
+        }
+        Ok(())
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        if let Some(i) = self.position(key) {
+            self.entries.remove(i);
+        }
+    }
+
+    /// The object as compact JSON.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let size: usize = self
+            .entries
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum();
+        let mut out = Vec::with_capacity(size + 2);
+        out.push(b'{');
+        for (i, (key, value)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, key);
+            out.push(b':');
+            out.extend_from_slice(value.as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.entries.iter().position(|(k, _)| k == key)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let mut fields = Fields {
+            entries: Vec::with_capacity(map.size_hint().unwrap_or(8)),
+        };
+        while let Some(Key(key)) = map.next_key()? {
+            let value: &'de RawValue = map.next_value()?;
+            match fields.position(&key) {
+                Some(i) => fields.entries[i].1 = Cow::Borrowed(value.get()),
+                None => fields.entries.push((key, Cow::Borrowed(value.get()))),
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// A key borrowed from the text when it has no escapes, decoded into its own string when it has.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn round_trip(text: &str) -> Value {
+        let fields = Fields::parse(text.as_bytes()).unwrap();
+        serde_json::from_slice(&fields.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn values_are_copied_as_written_and_order_is_kept() {
+        let text = r#"{ "model" : "gpt-4o", "messages":[{"role":"user","content":"héllo \"x\""}],"n":1.50 }"#;
+        let fields = Fields::parse(text.as_bytes()).unwrap();
+        assert_eq!(fields.get("model"), Some(r#""gpt-4o""#));
+        assert_eq!(fields.get("n"), Some("1.50"));
+        assert_eq!(
+            String::from_utf8(fields.to_vec()).unwrap(),
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"héllo \"x\""}],"n":1.50}"#
+        );
+    }
+
+    #[test]
+    fn set_replaces_in_place_and_appends_new_keys() {
+        let mut fields = Fields::parse(br#"{"model":"a","stream":false,"x":1}"#).unwrap();
+        fields.set("model", "b").unwrap();
+        fields
+            .set("stream_options", &json!({"include_usage": true}))
+            .unwrap();
+        fields.remove("x");
+        fields.remove("absent");
+        assert_eq!(
+            String::from_utf8(fields.to_vec()).unwrap(),
+            r#"{"model":"b","stream":false,"stream_options":{"include_usage":true}}"#
+        );
+    }
+
+    #[test]
+    fn escaped_keys_are_decoded_and_written_back_escaped() {
+        let fields = Fields::parse(br#"{"mo\u0064el":"a","q\"k":2}"#).unwrap();
+        assert_eq!(fields.get("model"), Some(r#""a""#));
+        assert_eq!(round_trip(r#"{"q\"k":2}"#), json!({"q\"k": 2}));
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_first_position_and_the_last_value() {
+        let fields = Fields::parse(br#"{"a":1,"b":2,"a":3}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(fields.to_vec()).unwrap(),
+            r#"{"a":3,"b":2}"#
+        );
+    }
+
+    #[test]
+    fn only_objects_parse() {
+        for bad in ["[1,2]", "\"s\"", "{\"a\":}", "{\"a\":1", "", "{\"a\":1} x"] {
+            assert!(Fields::parse(bad.as_bytes()).is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(round_trip("{}"), json!({}));
+    }
+}
