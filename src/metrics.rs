@@ -22,11 +22,13 @@ pub struct Metrics {
     inner: Mutex<Tables>,
 }
 
+/// Keyed by backend, then model: nested so that counting a request looks its labels up
+/// without allocating them (only a first sighting does).
 #[derive(Default)]
 struct Tables {
-    requests: BTreeMap<(String, String, u16), u64>,
+    requests: BTreeMap<String, BTreeMap<String, BTreeMap<u16, u64>>>,
     bytes: BTreeMap<String, u64>,
-    tokens: BTreeMap<(String, String, &'static str), u64>,
+    tokens: BTreeMap<String, BTreeMap<String, BTreeMap<&'static str, u64>>>,
     cooldowns: BTreeMap<String, u64>,
     ttfb: BTreeMap<String, Histogram>,
     duration: BTreeMap<String, Histogram>,
@@ -71,26 +73,30 @@ impl Metrics {
         self.failovers
             .fetch_add(u64::from(o.failovers), Ordering::Relaxed);
         let mut t = self.lock();
-        *t.requests
-            .entry((o.backend.to_owned(), o.model.to_owned(), o.status))
-            .or_default() += 1;
-        *t.bytes.entry(o.backend.to_owned()).or_default() += o.bytes;
+        let t = &mut *t;
+        with(&mut t.requests, o.backend, |models| {
+            with(models, o.model, |statuses| {
+                *statuses.entry(o.status).or_default() += 1;
+            });
+        });
+        with(&mut t.bytes, o.backend, |n| *n += o.bytes);
         for (kind, n) in [
             ("prompt", o.prompt_tokens),
             ("completion", o.completion_tokens),
         ] {
             if n > 0 {
-                *t.tokens
-                    .entry((o.backend.to_owned(), o.model.to_owned(), kind))
-                    .or_default() += n;
+                with(&mut t.tokens, o.backend, |models| {
+                    with(models, o.model, |kinds| {
+                        *kinds.entry(kind).or_default() += n
+                    });
+                });
             }
         }
         if let Some(ttfb) = o.ttfb {
-            t.ttfb.entry(o.backend.to_owned()).or_default().add(ttfb);
-            t.duration
-                .entry(o.backend.to_owned())
-                .or_default()
-                .add(o.duration);
+            with(&mut t.ttfb, o.backend, |h| h.add(ttfb));
+            with(&mut t.duration, o.backend, |h: &mut Histogram| {
+                h.add(o.duration)
+            });
         }
     }
 
@@ -108,7 +114,7 @@ impl Metrics {
             "counter",
             "Requests by backend, client model and status.",
         );
-        for ((backend, model, status), n) in &t.requests {
+        for (backend, model, status, n) in flatten(&t.requests) {
             let _ = writeln!(
                 out,
                 "trae_proxy_requests_total{{backend=\"{}\",model=\"{}\",status=\"{status}\"}} {n}",
@@ -193,7 +199,7 @@ impl Metrics {
             "counter",
             "Tokens from the usage the backends reported.",
         );
-        for ((backend, model, kind), n) in &t.tokens {
+        for (backend, model, kind, n) in flatten(&t.tokens) {
             let _ = writeln!(
                 out,
                 "trae_proxy_tokens_total{{backend=\"{}\",model=\"{}\",kind=\"{kind}\"}} {n}",
@@ -220,6 +226,27 @@ impl Histogram {
         self.sum += secs;
         self.count += 1;
     }
+}
+
+/// Applies `f` to `key`'s entry, creating it (and only then allocating the key) if missing.
+fn with<V: Default>(map: &mut BTreeMap<String, V>, key: &str, f: impl FnOnce(&mut V)) {
+    match map.get_mut(key) {
+        Some(v) => f(v),
+        None => f(map.entry(key.to_owned()).or_default()),
+    }
+}
+
+/// backend -> model -> label -> count, as rows in label order.
+fn flatten<L: Copy>(
+    table: &BTreeMap<String, BTreeMap<String, BTreeMap<L, u64>>>,
+) -> impl Iterator<Item = (&str, &str, L, u64)> {
+    table.iter().flat_map(|(backend, models)| {
+        models.iter().flat_map(move |(model, counts)| {
+            counts
+                .iter()
+                .map(move |(label, n)| (backend.as_str(), model.as_str(), *label, *n))
+        })
+    })
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
