@@ -366,9 +366,7 @@ fn answer(
                 return responder.send(status, headers, &raw);
             };
             if let Some(usage) = fields.get("usage") {
-                if let Ok(usage) = serde_json::from_str::<Value>(usage) {
-                    access.take_usage(&json!({ "usage": usage }));
-                }
+                access.take_usage_json(usage);
             }
             // The whole reply as values only where it is needed: a stream to synthesize, or
             // tool calls whose reasoning is to be remembered.

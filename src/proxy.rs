@@ -200,6 +200,27 @@ impl Access {
         let completion = count("completion_tokens").max(count("output_tokens"));
         self.usage = (prompt, completion);
     }
+
+    /// The same from a reply's `usage` field as JSON text, read without building it as a value.
+    pub fn take_usage_json(&mut self, usage: &str) {
+        #[derive(serde::Deserialize)]
+        struct Usage {
+            prompt_tokens: Option<Value>,
+            input_tokens: Option<Value>,
+            completion_tokens: Option<Value>,
+            output_tokens: Option<Value>,
+        }
+        if !usage.trim_start().starts_with('{') {
+            return;
+        }
+        let Ok(u) = serde_json::from_str::<Usage>(usage) else {
+            return;
+        };
+        let count = |v: &Option<Value>| v.as_ref().and_then(Value::as_u64).unwrap_or(0);
+        let prompt = count(&u.prompt_tokens).max(count(&u.input_tokens));
+        let completion = count(&u.completion_tokens).max(count(&u.output_tokens));
+        self.usage = (prompt, completion);
+    }
 }
 
 impl Access {
