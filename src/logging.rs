@@ -1,5 +1,6 @@
-//! Logging to stderr. Level: `RUST_LOG` (a level name: error, warn, info, debug, trace) when
-//! set, else debug with `server.debug: true`, else info.
+//! Logging to stderr. Level: `RUST_LOG` (a level name: error, warn, info, debug, trace; release
+//! builds compile trace out, see Cargo.toml) when set, else debug with `server.debug: true`,
+//! else info.
 //!
 //! The HTTP and TLS libraries are capped at warn whatever the level: at debug/trace they print
 //! whole request heads, and a request head carries the user's API key.
