@@ -7,6 +7,7 @@ mod api_error;
 mod certs;
 mod cli;
 mod cmd;
+mod coalesce;
 mod config;
 mod connect;
 mod edit;

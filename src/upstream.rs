@@ -16,9 +16,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
 use log::warn;
 use rustls::pki_types::CertificateDer;
 use ureq::config::AutoHeaderValue;
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{
+    ConnectProxyConnector, Connector, RustlsConnector, SocksConnector,
+};
 use ureq::{Agent, Body};
 
 use crate::api_error::ApiError;
+use crate::coalesce::CoalescingTcpConnector;
 use crate::config::{Backend, Config, Timeouts};
 
 pub type UpstreamResponse = http::Response<Body>;
@@ -162,7 +167,16 @@ fn agent(
         .input_buffer_size(10 * 1024)
         .output_buffer_size(8 * 1024);
     config = config.tls_config(crate::roots::tls_config(extra_roots));
-    Agent::new_with_config(config.build())
+    Agent::with_parts(config.build(), connector(), DefaultResolver::default())
+}
+
+/// ureq's default chain (SOCKS, HTTP CONNECT proxy, TCP, rustls) with small writes combined
+/// below TLS (coalesce.rs).
+fn connector() -> impl Connector {
+    ().chain(SocksConnector::default())
+        .chain(ConnectProxyConnector::default())
+        .chain(CoalescingTcpConnector::default())
+        .chain(RustlsConnector::default())
 }
 
 /// The client's headers that go upstream: the named allow-list and `x-*`, minus hop-by-hop
