@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustls::ServerConnection;
 
@@ -19,6 +19,11 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// When the connection was accepted, for the handshake + first head deadline.
     pub since: Instant,
+    /// The socket's timeouts as last set: a worker switches between a short wait for the next
+    /// request and the client I/O timeout, and each change is a system call, so only changes
+    /// are made.
+    pub read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
     _slot: Slot,
 }
 
@@ -35,8 +40,26 @@ impl Conn {
             buf: Vec::new(),
             peer,
             since: Instant::now(),
+            read_timeout: None,
+            write_timeout: None,
             _slot: slot,
         }
+    }
+
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.read_timeout != Some(timeout) {
+            self.sock.set_read_timeout(Some(timeout))?;
+            self.read_timeout = Some(timeout);
+        }
+        Ok(())
+    }
+
+    pub fn set_write_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.write_timeout != Some(timeout) {
+            self.sock.set_write_timeout(Some(timeout))?;
+            self.write_timeout = Some(timeout);
+        }
+        Ok(())
     }
 
     pub fn is_handshaking(&self) -> bool {
@@ -67,43 +90,76 @@ impl Conn {
     }
 }
 
-/// The byte stream a worker reads requests from and writes responses to.
-pub enum Stream<'a> {
+/// The byte stream a worker reads requests from and writes responses to. Reads use the client
+/// I/O timeout; it is set on the first read that reaches the socket, so a request that arrived
+/// whole during the wait for it costs no system call to switch timeouts.
+pub struct Stream<'a> {
+    io: Io<'a>,
+    read_timeout: &'a mut Option<Duration>,
+    io_timeout: Duration,
+}
+
+enum Io<'a> {
     Tls(rustls::Stream<'a, ServerConnection, TcpStream>),
     Plain(&'a mut TcpStream),
 }
 
 impl<'a> Stream<'a> {
     /// Over a connection's fields (borrowed apart, so its buffer stays usable).
-    pub fn of(tls: &'a mut Option<ServerConnection>, sock: &'a mut TcpStream) -> Self {
-        match tls.as_mut() {
-            Some(tls) => Stream::Tls(rustls::Stream::new(tls, sock)),
-            None => Stream::Plain(sock),
+    pub fn of(
+        tls: &'a mut Option<ServerConnection>,
+        sock: &'a mut TcpStream,
+        read_timeout: &'a mut Option<Duration>,
+        io_timeout: Duration,
+    ) -> Self {
+        let io = match tls.as_mut() {
+            Some(tls) => Io::Tls(rustls::Stream::new(tls, sock)),
+            None => Io::Plain(sock),
+        };
+        Stream {
+            io,
+            read_timeout,
+            io_timeout,
         }
+    }
+
+    fn use_io_timeout(&mut self) -> io::Result<()> {
+        if *self.read_timeout != Some(self.io_timeout) {
+            let sock: &TcpStream = match &self.io {
+                Io::Tls(s) => s.sock,
+                Io::Plain(s) => s,
+            };
+            sock.set_read_timeout(Some(self.io_timeout))?;
+            *self.read_timeout = Some(self.io_timeout);
+        }
+        Ok(())
     }
 }
 
 impl Read for Stream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tls(s) => s.read(buf),
-            Stream::Plain(s) => s.read(buf),
+        self.use_io_timeout()?;
+        match &mut self.io {
+            Io::Tls(s) => s.read(buf),
+            Io::Plain(s) => s.read(buf),
         }
     }
 }
 
 impl Write for Stream<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tls(s) => s.write(buf),
-            Stream::Plain(s) => s.write(buf),
+        // A TLS write can read (a key update from the client, say).
+        self.use_io_timeout()?;
+        match &mut self.io {
+            Io::Tls(s) => s.write(buf),
+            Io::Plain(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Tls(s) => s.flush(),
-            Stream::Plain(s) => s.flush(),
+        match &mut self.io {
+            Io::Tls(s) => s.flush(),
+            Io::Plain(s) => s.flush(),
         }
     }
 }

@@ -218,12 +218,11 @@ fn serve_connection(
     handler: &dyn Handler,
     lifecycle: &Lifecycle,
 ) -> Option<Conn> {
-    let io_timeout = Some(settings.timeouts.client_io);
+    let io_timeout = settings.timeouts.client_io;
     if let Err(e) = conn
         .sock
         .set_nonblocking(false)
-        .and_then(|()| conn.sock.set_read_timeout(io_timeout))
-        .and_then(|()| conn.sock.set_write_timeout(io_timeout))
+        .and_then(|()| conn.set_write_timeout(io_timeout))
     {
         debug!("{}: socket setup failed: {e}", conn.peer);
         return None;
@@ -235,7 +234,12 @@ fn serve_connection(
             } else {
                 Transport::Plain
             };
-            let mut stream = Stream::of(&mut conn.tls, &mut conn.sock);
+            let mut stream = Stream::of(
+                &mut conn.tls,
+                &mut conn.sock,
+                &mut conn.read_timeout,
+                io_timeout,
+            );
             exchange::serve(
                 &mut stream,
                 &mut conn.buf,
@@ -267,7 +271,7 @@ fn serve_connection(
             }
         }
         take_decrypted(&mut conn);
-        if !conn.has_complete_head() && !linger(&mut conn, settings.timeouts.client_io) {
+        if !conn.has_complete_head() && !linger(&mut conn) {
             return None;
         }
         if !conn.has_complete_head() {
@@ -380,8 +384,8 @@ fn take_decrypted(conn: &mut Conn) {
 
 /// Waits up to [`LINGER`] for more of the client's bytes. `false` when the client closed or the
 /// connection broke.
-fn linger(conn: &mut Conn, io_timeout: Duration) -> bool {
-    if conn.sock.set_read_timeout(Some(LINGER)).is_err() {
+fn linger(conn: &mut Conn) -> bool {
+    if conn.set_read_timeout(LINGER).is_err() {
         return false;
     }
     let read = match conn.tls.as_mut() {
@@ -406,7 +410,7 @@ fn linger(conn: &mut Conn, io_timeout: Duration) -> bool {
         ),
     };
     take_decrypted(conn);
-    alive && conn.sock.set_read_timeout(Some(io_timeout)).is_ok()
+    alive
 }
 
 /// Closes after telling the client (close_notify, FIN), then reads and discards what it may

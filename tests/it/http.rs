@@ -297,3 +297,31 @@ fn idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
         "{took:?}"
     );
 }
+
+#[test]
+fn a_body_that_follows_its_head_slowly_is_waited_for_on_a_kept_alive_connection() {
+    // The worker waits only briefly for a next request before parking the connection; a body
+    // still on its way must get the full client I/O timeout, on the first request and on the
+    // ones after.
+    let (_mock, proxy) = setup();
+    let mut reader = BufReader::new(connect(proxy.port, &proxy.ca_path()));
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    for _ in 0..3 {
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let tls = reader.get_mut();
+        tls.write_all(head.as_bytes()).unwrap();
+        tls.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        tls.write_all(&body.as_bytes()[..10]).unwrap();
+        tls.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        tls.write_all(&body.as_bytes()[10..]).unwrap();
+        tls.flush().unwrap();
+        let r = read_response(&mut reader).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["object"], "chat.completion");
+    }
+}
