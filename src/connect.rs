@@ -34,7 +34,7 @@ impl Connect {
         responder: Responder<'_>,
         access: &mut Access,
     ) -> io::Result<After> {
-        if request.extensions().get::<Transport>() != Some(&Transport::Plain) {
+        if responder.transport() != Transport::Plain {
             let e = ApiError::method_not_allowed("CONNECT", "this port (use server.http_bind)");
             return access.error(responder, &e);
         }

@@ -23,7 +23,7 @@ use crate::api_error::ApiError;
 /// Read size for request bodies: one TLS record's worth is plenty per read.
 const READ_BUF: usize = 4 * 1024;
 
-/// Which listener a request came in on; in the request's extensions.
+/// Which listener a request came in on (`Responder::transport`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Tls,
@@ -108,9 +108,8 @@ pub fn serve<S: Read + Write>(
     };
 
     let (parts, ()) = head.into_parts();
-    let mut request = Request::from_parts(parts, body);
-    request.extensions_mut().insert(transport);
-    let responder = Responder::new(io, provide, http10, close, head_only);
+    let request = Request::from_parts(parts, body);
+    let responder = Responder::new(io, provide, http10, close, head_only, transport);
     handler.handle(request, peer, responder)
 }
 

@@ -11,6 +11,7 @@ use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use ureq_proto::server::state::{ProvideResponse, SendBody};
 use ureq_proto::server::{Reply, SendResponseResult};
 
+use super::exchange::Transport;
 use crate::api_error::ApiError;
 
 /// Output buffer for ureq-proto. Its chunk writer can end the body early when exactly 5 bytes of
@@ -47,6 +48,7 @@ pub struct Responder<'a> {
     /// The request asked (or the server decided) to close after this response.
     close: bool,
     head_only: bool,
+    transport: Transport,
 }
 
 /// An open streamed response body.
@@ -71,6 +73,7 @@ impl<'a> Responder<'a> {
         http10: bool,
         close: bool,
         head_only: bool,
+        transport: Transport,
     ) -> Self {
         Responder {
             out,
@@ -78,7 +81,13 @@ impl<'a> Responder<'a> {
             http10,
             close: close || http10,
             head_only,
+            transport,
         }
+    }
+
+    /// Which listener the request came in on.
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 
     /// Sends a complete response with a `Content-Length`.
