@@ -121,7 +121,7 @@ pub fn handle(
         );
         return access.error(responder, &e);
     };
-    let mut last_error = ApiError::internal("no backend to try");
+    let mut last_error = None;
     for (i, attempt) in plan.iter().enumerate() {
         let backend = attempt.backend();
         let is_last = i + 1 == plan.len();
@@ -138,7 +138,7 @@ pub fn handle(
         {
             Err(e) => {
                 proxy.router.failed(attempt, None);
-                last_error = e;
+                last_error = Some(e);
             }
             Ok(response) => {
                 access.ttfb = Some(sent.elapsed());
@@ -164,7 +164,8 @@ pub fn handle(
             access.failovers += 1;
         }
     }
-    access.error(responder, &last_error)
+    let e = last_error.unwrap_or_else(|| ApiError::internal("no backend to try"));
+    access.error(responder, &e)
 }
 
 /// Parses the body: a JSON object with a `model`.
@@ -297,6 +298,10 @@ fn answer(
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect();
     let upstream_content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    let length = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let mut body = response.into_body().into_reader();
     access.status = status.as_u16();
     debug!(
@@ -355,7 +360,7 @@ fn answer(
             Err(e) => access.error(responder, &e),
         },
         (false, stream) => {
-            let raw = match read_bounded(&mut body, &backend.name) {
+            let raw = match read_bounded(&mut body, length, &backend.name) {
                 Ok(raw) => raw,
                 Err(e) => return access.error(responder, &e),
             };
@@ -585,8 +590,14 @@ fn copy_raw(body: &mut impl Read, sink: &mut BodyStream<'_>, backend: &str) -> R
     }
 }
 
-fn read_bounded(body: &mut impl Read, backend: &str) -> Result<Vec<u8>, ApiError> {
-    let mut raw = Vec::new();
+/// The whole body, at most `MAX_UPSTREAM_BODY`; `length` (the declared one) sizes the buffer
+/// once instead of growing it read by read.
+fn read_bounded(
+    body: &mut impl Read,
+    length: Option<u64>,
+    backend: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let mut raw = Vec::with_capacity(length.unwrap_or(0).min(MAX_UPSTREAM_BODY) as usize);
     body.take(MAX_UPSTREAM_BODY + 1)
         .read_to_end(&mut raw)
         .map_err(|e| upstream::classify_read(backend, &e))?;
