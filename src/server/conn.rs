@@ -12,8 +12,10 @@ use rustls::ServerConnection;
 
 pub struct Conn {
     pub sock: TcpStream,
-    /// `None` on the plain-HTTP listener (`server.http_bind`).
-    pub tls: Option<ServerConnection>,
+    /// `None` on the plain-HTTP listener (`server.http_bind`). Boxed: it is most of a
+    /// connection's size (1.2 KiB), and connections move between threads and wait in queues
+    /// whose capacity stays at its peak.
+    pub tls: Option<Box<ServerConnection>>,
     /// Plaintext received and not yet consumed: a partial request head, or a whole pipelined one.
     pub buf: Vec<u8>,
     pub peer: SocketAddr,
@@ -30,7 +32,7 @@ pub struct Conn {
 impl Conn {
     pub fn new(
         sock: TcpStream,
-        tls: Option<ServerConnection>,
+        tls: Option<Box<ServerConnection>>,
         peer: SocketAddr,
         slot: Slot,
     ) -> Self {
@@ -107,7 +109,7 @@ enum Io<'a> {
 impl<'a> Stream<'a> {
     /// Over a connection's fields (borrowed apart, so its buffer stays usable).
     pub fn of(
-        tls: &'a mut Option<ServerConnection>,
+        tls: &'a mut Option<Box<ServerConnection>>,
         sock: &'a mut TcpStream,
         read_timeout: &'a mut Option<Duration>,
         io_timeout: Duration,

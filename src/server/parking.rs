@@ -225,7 +225,7 @@ impl Parking {
                 .map(|c| ServerConnection::new(Arc::clone(c)))
             {
                 None => None,
-                Some(Ok(t)) => Some(t),
+                Some(Ok(t)) => Some(Box::new(t)),
                 Some(Err(e)) => {
                     warn!("TLS session setup failed: {e}");
                     continue;

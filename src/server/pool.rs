@@ -299,7 +299,7 @@ fn intercept(mut conn: Conn, settings: &Settings) -> Option<Conn> {
             }
         }
     }
-    conn.tls = Some(tls);
+    conn.tls = Some(Box::new(tls));
     conn.sock.set_nonblocking(true).ok()?;
     Some(conn)
 }
@@ -512,7 +512,12 @@ mod tests {
                 buf.extend_from_slice(&tmp[..n]);
             }
         }
-        let mut conn = Conn::new(sock, Some(server), peer, Slot::take(open, 10).unwrap());
+        let mut conn = Conn::new(
+            sock,
+            Some(Box::new(server)),
+            peer,
+            Slot::take(open, 10).unwrap(),
+        );
         conn.buf = buf;
         conn
     }
