@@ -9,6 +9,8 @@
 //! - `status-500`, `status-400`, `status-429`: that status with an OpenAI-style error body.
 //! - `drop`: two stream events, then the connection is cut mid-body.
 //! - `hang`: reads the request and never answers.
+//! - `close-after`: the canonical JSON reply, then the connection is closed without a
+//!   `Connection: close` header (a server that does not keep connections alive, and says not).
 //! - `stall`: two stream events, then silence (connection open) for 30 s.
 //! - `garbage-sse`: `text/event-stream` whose body is not SSE at all.
 //! - `flood`: 4000 stream events of ~4 KiB, as fast as the reader takes them.
@@ -231,6 +233,10 @@ fn serve<S: Read + Write>(conn: S, recorded: &Mutex<Vec<Recorded>>) {
             }
             "hang" => {
                 std::thread::sleep(Duration::from_secs(30));
+                false
+            }
+            "close-after" => {
+                send_json(writer, 200, &[], &canonical_reply());
                 false
             }
             "stall" => {

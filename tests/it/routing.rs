@@ -453,3 +453,23 @@ fn open_relay_is_warned_about_only_when_it_is_one() {
     assert!(!warned(&loopback));
     assert!(!warned(&guarded));
 }
+
+#[test]
+fn a_backend_that_closes_after_every_reply_without_saying_so_still_answers_each_request() {
+    // Pooled connections are probed before reuse; one the backend closed after its reply
+    // must not be reused for the next request, however soon it comes.
+    let mock = Mock::start();
+    let apis = r#"  - {name: closer, endpoint: "{UPSTREAM}", custom_model_id: gpt-4o, target_model_id: close-after}"#;
+    let proxy = Proxy::start(&config_yaml(&mock.url(), apis, ""));
+    let mut reader = BufReader::new(connect_as(proxy.port, &proxy.ca_path(), "api.openai.com"));
+    for i in 0..20 {
+        reader
+            .get_mut()
+            .write_all(&chat_request(r#"{"model":"gpt-4o","messages":[]}"#, ""))
+            .unwrap();
+        let r = read_response(&mut reader).unwrap();
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.json()["model"], "gpt-4o");
+    }
+    assert_eq!(mock.requests().len(), 20);
+}
