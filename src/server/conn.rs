@@ -92,9 +92,11 @@ impl Conn {
     }
 }
 
-/// The byte stream a worker reads requests from and writes responses to. Reads use the client
-/// I/O timeout; it is set on the first read that reaches the socket, so a request that arrived
-/// whole during the wait for it costs no system call to switch timeouts.
+/// The byte stream a worker reads requests from and writes responses to. Reads get the client
+/// I/O timeout, but lazily: the socket may still have the worker's short wait for a next
+/// request set, and a read is first tried with that. The rest of a request usually follows its
+/// head at once (many clients write the body separately), so switching timeouts — a system call
+/// each way, every request — is only done when a read actually has to wait.
 pub struct Stream<'a> {
     io: Io<'a>,
     read_timeout: &'a mut Option<Duration>,
@@ -138,9 +140,8 @@ impl<'a> Stream<'a> {
     }
 }
 
-impl Read for Stream<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.use_io_timeout()?;
+impl Stream<'_> {
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.io {
             Io::Tls(s) => s.read(buf),
             Io::Plain(s) => s.read(buf),
@@ -148,10 +149,27 @@ impl Read for Stream<'_> {
     }
 }
 
+impl Read for Stream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.read_now(buf) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) && *self.read_timeout != Some(self.io_timeout) =>
+            {
+                self.use_io_timeout()?;
+                self.read_now(buf)
+            }
+            other => other,
+        }
+    }
+}
+
 impl Write for Stream<'_> {
+    // Writes use the write timeout, set once per connection. (A TLS write reads only during a
+    // handshake, which the parking loop finishes before a worker sees the connection.)
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // A TLS write can read (a key update from the client, say).
-        self.use_io_timeout()?;
         match &mut self.io {
             Io::Tls(s) => s.write(buf),
             Io::Plain(s) => s.write(buf),
