@@ -4,28 +4,29 @@
 //! held back until more arrives, a full buffer can go out, or ureq waits for the response —
 //! so a typical chat request leaves in one write.
 //!
-//! A layer in ureq's connector chain over whatever connection the layers before made (TCP, or a
-//! proxy's), below TLS: ureq's connector chains are part of its `unversioned` API, pinned by
-//! Cargo.lock.
+//! A layer over ureq's TCP connector (or whatever a proxy connector produced), below TLS: ureq's
+//! connector chains are part of its `unversioned` API, pinned by Cargo.lock.
 
 use ureq::Error;
-use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, NextTimeout, Transport};
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, NextTimeout, TcpConnector, Transport,
+};
 
 /// Writes up to this size wait for more: a request head, a small body.
 const HOLD_MAX: usize = 4 * 1024;
 
 #[derive(Debug, Default)]
-pub struct CoalescingConnector;
+pub struct CoalescingTcpConnector(TcpConnector);
 
-impl<In: Transport> Connector<In> for CoalescingConnector {
-    type Out = Coalesced<In>;
+impl<In: Transport> Connector<In> for CoalescingTcpConnector {
+    type Out = Coalesced<<TcpConnector as Connector<In>>::Out>;
 
     fn connect(
         &self,
-        _: &ConnectionDetails,
+        details: &ConnectionDetails,
         chained: Option<In>,
     ) -> Result<Option<Self::Out>, Error> {
-        Ok(chained.map(|inner| Coalesced {
+        Ok(self.0.connect(details, chained)?.map(|inner| Coalesced {
             inner,
             held: Vec::new(),
             spare: Vec::new(),
