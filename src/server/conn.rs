@@ -49,19 +49,17 @@ impl Conn {
     }
 
     pub fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        if self.read_timeout != Some(timeout) {
-            self.sock.set_read_timeout(Some(timeout))?;
-            self.read_timeout = Some(timeout);
-        }
-        Ok(())
+        let sock = &self.sock;
+        set_if_changed(&mut self.read_timeout, timeout, |t| {
+            sock.set_read_timeout(t)
+        })
     }
 
     pub fn set_write_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        if self.write_timeout != Some(timeout) {
-            self.sock.set_write_timeout(Some(timeout))?;
-            self.write_timeout = Some(timeout);
-        }
-        Ok(())
+        let sock = &self.sock;
+        set_if_changed(&mut self.write_timeout, timeout, |t| {
+            sock.set_write_timeout(t)
+        })
     }
 
     pub fn is_handshaking(&self) -> bool {
@@ -128,19 +126,15 @@ impl<'a> Stream<'a> {
     }
 
     fn use_io_timeout(&mut self) -> io::Result<()> {
-        if *self.read_timeout != Some(self.io_timeout) {
-            let sock: &TcpStream = match &self.io {
-                Io::Tls(s) => s.sock,
-                Io::Plain(s) => s,
-            };
-            sock.set_read_timeout(Some(self.io_timeout))?;
-            *self.read_timeout = Some(self.io_timeout);
-        }
-        Ok(())
+        let sock: &TcpStream = match &self.io {
+            Io::Tls(s) => s.sock,
+            Io::Plain(s) => s,
+        };
+        set_if_changed(self.read_timeout, self.io_timeout, |t| {
+            sock.set_read_timeout(t)
+        })
     }
-}
 
-impl Stream<'_> {
     fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.io {
             Io::Tls(s) => s.read(buf),
@@ -182,6 +176,19 @@ impl Write for Stream<'_> {
             Io::Plain(s) => s.flush(),
         }
     }
+}
+
+/// Sets a socket timeout through `set` unless `current` says it is already `wanted`.
+fn set_if_changed(
+    current: &mut Option<Duration>,
+    wanted: Duration,
+    set: impl FnOnce(Option<Duration>) -> io::Result<()>,
+) -> io::Result<()> {
+    if *current != Some(wanted) {
+        set(Some(wanted))?;
+        *current = Some(wanted);
+    }
+    Ok(())
 }
 
 /// Index just past the empty line that ends a request head (CRLF or bare LF line endings).
