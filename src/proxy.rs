@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use log::info;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::access::AccessKeys;
@@ -195,31 +196,39 @@ impl Access {
         let Some(usage) = value.get("usage").filter(|u| u.is_object()) else {
             return;
         };
-        let count = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
-        let prompt = count("prompt_tokens").max(count("input_tokens"));
-        let completion = count("completion_tokens").max(count("output_tokens"));
-        self.usage = (prompt, completion);
+        if let Ok(usage) = Usage::deserialize(usage) {
+            self.usage = usage.counts();
+        }
     }
 
     /// The same from a reply's `usage` field as JSON text, read without building it as a value.
     pub fn take_usage_json(&mut self, usage: &str) {
-        #[derive(serde::Deserialize)]
-        struct Usage {
-            prompt_tokens: Option<Value>,
-            input_tokens: Option<Value>,
-            completion_tokens: Option<Value>,
-            output_tokens: Option<Value>,
-        }
         if !usage.trim_start().starts_with('{') {
             return;
         }
-        let Ok(u) = serde_json::from_str::<Usage>(usage) else {
-            return;
-        };
+        if let Ok(usage) = serde_json::from_str::<Usage>(usage) {
+            self.usage = usage.counts();
+        }
+    }
+}
+
+/// The token counts of a `usage` object, under OpenAI's names or the Responses API's.
+#[derive(serde::Deserialize)]
+struct Usage {
+    prompt_tokens: Option<Value>,
+    input_tokens: Option<Value>,
+    completion_tokens: Option<Value>,
+    output_tokens: Option<Value>,
+}
+
+impl Usage {
+    /// Prompt and completion tokens; a count that is missing or not a whole number is 0.
+    fn counts(&self) -> (u64, u64) {
         let count = |v: &Option<Value>| v.as_ref().and_then(Value::as_u64).unwrap_or(0);
-        let prompt = count(&u.prompt_tokens).max(count(&u.input_tokens));
-        let completion = count(&u.completion_tokens).max(count(&u.output_tokens));
-        self.usage = (prompt, completion);
+        (
+            count(&self.prompt_tokens).max(count(&self.input_tokens)),
+            count(&self.completion_tokens).max(count(&self.output_tokens)),
+        )
     }
 }
 
