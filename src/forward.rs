@@ -283,9 +283,9 @@ fn answer(
     reasoning: Option<&ReasoningCache>,
 ) -> io::Result<After> {
     let status = response.status();
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
+    let upstream_content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    let content_type = upstream_content_type
+        .as_ref()
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
@@ -297,7 +297,6 @@ fn answer(
         .filter(|(n, _)| upstream::is_returned_header(n))
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect();
-    let upstream_content_type = response.headers().get(header::CONTENT_TYPE).cloned();
     let length = response
         .headers()
         .get(header::CONTENT_LENGTH)

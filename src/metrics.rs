@@ -94,9 +94,7 @@ impl Metrics {
         }
         if let Some(ttfb) = o.ttfb {
             with(&mut t.ttfb, o.backend, |h| h.add(ttfb));
-            with(&mut t.duration, o.backend, |h: &mut Histogram| {
-                h.add(o.duration)
-            });
+            with(&mut t.duration, o.backend, |h| h.add(o.duration));
         }
     }
 
