@@ -8,7 +8,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use log::info;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::access::AccessKeys;
@@ -196,9 +195,7 @@ impl Access {
         let Some(usage) = value.get("usage").filter(|u| u.is_object()) else {
             return;
         };
-        if let Ok(usage) = Usage::deserialize(usage) {
-            self.usage = usage.counts();
-        }
+        self.usage = Usage::of(usage).counts();
     }
 
     /// The same from a reply's `usage` field as JSON text, read without building it as a value.
@@ -222,6 +219,18 @@ struct Usage {
 }
 
 impl Usage {
+    /// From an object already read as a value. (Not `Usage::deserialize(value)`: that builds a
+    /// second deserializer for the struct, 12 KiB of binary.)
+    fn of(usage: &Value) -> Usage {
+        let field = |name: &str| usage.get(name).cloned();
+        Usage {
+            prompt_tokens: field("prompt_tokens"),
+            input_tokens: field("input_tokens"),
+            completion_tokens: field("completion_tokens"),
+            output_tokens: field("output_tokens"),
+        }
+    }
+
     /// Prompt and completion tokens; a count that is missing or not a whole number is 0.
     fn counts(&self) -> (u64, u64) {
         let count = |v: &Option<Value>| v.as_ref().and_then(Value::as_u64).unwrap_or(0);
