@@ -209,7 +209,7 @@ fn main() {
         soak.after.0
     );
     println!(
-        "Start-up to first accepted connection: {:.1} ms (certificates present), {:.1} ms (first start, creating them)",
+        "Start-up to the first completed TLS handshake: {:.1} ms (certificates present), {:.1} ms (first start, creating them)",
         warm_startup.as_secs_f64() * 1e3,
         cold_startup.as_secs_f64() * 1e3
     );
@@ -313,6 +313,8 @@ Streaming: delay from the backend's send stamp to the client's read; a stall is 
 (10x the pacing). Memory: VmRSS and Threads from /proc, peak sampled every 50 ms, 'after' taken \
 6 s after the load, once idle workers have ended. trae-proxy runs with up to 300 workers (a worker \
 serves one request at a time, so 256 concurrent streams need 256; they start on demand). \
+Start-up: from spawn until a TLS handshake verified against the CA completes (the proxy binds \
+before it creates missing certificates, so a TCP connect alone would finish too early). \
 nginx: worker_processes auto, upstream keepalive 256, proxy_buffering off, access_log off.";
 
 fn row(name: &str, s: &Summary) {

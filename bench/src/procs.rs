@@ -1,20 +1,33 @@
 //! The processes under test: trae-proxy (release build) and nginx, each on a free loopback port
 //! in front of the same backend, and what /proc says about them.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::client::{Client, Target, tls_config};
+
 pub struct Server {
     pub child: Child,
     pub port: u16,
-    /// From spawn to the first accepted TCP connection.
+    /// From spawn to the first completed TLS handshake.
     pub startup: Duration,
 }
 
 impl Drop for Server {
+    /// SIGTERM first: a SIGKILLed nginx master leaves its workers running, holding their port
+    /// and memory after the bench has ended. SIGKILL only if it has not ended within 5 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -27,10 +40,16 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn wait_listening(child: &mut Child, port: u16, started: Instant) -> Duration {
+/// Waits until the server completes a TLS handshake verified against `ca`. Not just a TCP
+/// connect: trae-proxy binds its port before it creates missing certificates, and the kernel
+/// accepts connections into the backlog before anything serves them.
+fn wait_serving(child: &mut Child, port: u16, ca: &Path, started: Instant) -> Duration {
     loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return started.elapsed();
+        if ca.exists() {
+            let target = Target::Tls(port, tls_config(ca));
+            if Client::connect(&target).is_ok() {
+                return started.elapsed();
+            }
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("server exited early: {status}");
@@ -63,7 +82,7 @@ pub fn start_proxy(binary: &Path, dir: &Path, port: u16) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start trae-proxy");
-    let startup = wait_listening(&mut child, port, started);
+    let startup = wait_serving(&mut child, port, &dir.join("ca/ca.crt"), started);
     Server {
         child,
         port,
@@ -163,7 +182,7 @@ http {{
         .stderr(Stdio::null())
         .spawn()
         .expect("start nginx");
-    let startup = wait_listening(&mut child, port, started);
+    let startup = wait_serving(&mut child, port, &cert_dir.join("ca.crt"), started);
     Server {
         child,
         port,
