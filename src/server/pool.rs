@@ -137,6 +137,7 @@ impl WorkQueue {
 
     /// A worker's life: take connections until idle for too long.
     fn work(&self) {
+        thread_cache::enable();
         while let Some(conn) = self.next() {
             let peer = conn.peer;
             let job = &self.job;
@@ -178,6 +179,10 @@ impl WorkQueue {
                 state.total -= 1;
                 return None;
             }
+            // Kept through a quiet spell: the blocks it cached would pin the allocator's pages.
+            drop(state);
+            thread_cache::flush();
+            state = self.lock();
         }
     }
 
