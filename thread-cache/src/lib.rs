@@ -266,6 +266,10 @@ unsafe impl GlobalAlloc for ThreadCache {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::undocumented_unsafe_blocks,
+    reason = "each test frees or resizes only blocks it allocated, with their layouts"
+)]
 mod tests {
     use super::*;
 
