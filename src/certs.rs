@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -82,34 +82,10 @@ pub fn read_info(path: &Path) -> Result<CertInfo, Error> {
             path: path.to_owned(),
             why: "no certificate".to_owned(),
         })?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| Error::CertInvalid {
+    let cert = crate::x509::parse(&der).map_err(|why| Error::CertInvalid {
         path: path.to_owned(),
-        why: format!("not a valid certificate: {e}"),
+        why: format!("not a valid certificate: {why}"),
     })?;
-    let names = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => format!("DNS:{d}"),
-                    x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
-                        4 => format!("IP:{}", std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])),
-                        16 => {
-                            let mut b = [0u8; 16];
-                            b.copy_from_slice(ip);
-                            format!("IP:{}", std::net::Ipv6Addr::from(b))
-                        }
-                        _ => "IP:?".to_owned(),
-                    },
-                    other => other.to_string(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     let digest = ring::digest::digest(&ring::digest::SHA256, &der);
     let sha256 = digest
         .as_ref()
@@ -118,12 +94,12 @@ pub fn read_info(path: &Path) -> Result<CertInfo, Error> {
         .collect::<Vec<_>>()
         .join(":");
     Ok(CertInfo {
-        subject: cert.subject().to_string(),
-        issuer: cert.issuer().to_string(),
-        names,
-        not_before: cert.validity().not_before.to_datetime(),
-        not_after: cert.validity().not_after.to_datetime(),
-        is_ca: cert.is_ca(),
+        subject: cert.subject.to_string(),
+        issuer: cert.issuer.to_string(),
+        names: cert.names,
+        not_before: cert.not_before,
+        not_after: cert.not_after,
+        is_ca: cert.is_ca,
         sha256,
     })
 }
@@ -271,12 +247,7 @@ pub fn issue_leaf(paths: &CertPaths, names: &[String]) -> Result<(), Error> {
         path: paths.ca_key.clone(),
         why,
     })?;
-    let ca_cert_pem = read_text(&paths.ca_cert)?;
-    let issuer =
-        Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key).map_err(|e| Error::CertInvalid {
-            path: paths.ca_cert.clone(),
-            why: format!("not a usable CA certificate: {e}"),
-        })?;
+    let issuer = issuer(&paths.ca_cert, ca_key)?;
 
     let key = KeyPair::generate()?;
     let now = OffsetDateTime::now_utc();
@@ -337,6 +308,27 @@ pub fn load_identity(
             }
         })?;
     Ok((chain, key))
+}
+
+/// The CA in `path` as rcgen's issuer: its subject (byte for byte, as the leaves' issuer) and its
+/// subject key identifier (as their authority key identifier), or a SHA-256 one if it has none.
+fn issuer(path: &Path, key: KeyPair) -> Result<Issuer<'static, KeyPair>, Error> {
+    let invalid = |why: String| Error::CertInvalid {
+        path: path.to_owned(),
+        why: format!("not a usable CA certificate: {why}"),
+    };
+    let der = read_certs(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| invalid("no certificate".to_owned()))?;
+    let ca = crate::x509::parse(&der).map_err(invalid)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = ca.subject.to_distinguished_name().map_err(invalid)?;
+    params.key_identifier_method = match ca.subject_key_id {
+        Some(id) => KeyIdMethod::PreSpecified(id.to_vec()),
+        None => KeyIdMethod::Sha256,
+    };
+    Ok(Issuer::new(params, key))
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {

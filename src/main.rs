@@ -28,6 +28,7 @@ mod server;
 mod sse;
 mod tls;
 mod upstream;
+mod x509;
 
 use std::process::ExitCode;
 
