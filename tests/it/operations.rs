@@ -136,10 +136,18 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn slow_reader_gets_backpressure_not_a_growing_buffer() {
-    let apis =
-        r#"  - {name: f, endpoint: "{UPSTREAM}", custom_model_id: flood, target_model_id: flood}"#;
+    let apis = r#"  - {name: f, endpoint: "{UPSTREAM}", custom_model_id: flood, target_model_id: flood}
+  - {name: c, endpoint: "{UPSTREAM}", custom_model_id: gpt-4o, target_model_id: chat}"#;
     let mock = Mock::start();
     let proxy = Proxy::start(&config_yaml(&mock.url(), apis, ""));
+    // One short stream first, so what is measured is buffering, not first-use costs (a worker's
+    // stack, TLS and HTTP buffers; under qemu, 4 MiB of freshly translated code).
+    let warm_up = roundtrip(
+        proxy.port,
+        &proxy.ca_path(),
+        &chat_request(r#"{"model":"gpt-4o","stream":true,"messages":[]}"#, ""),
+    );
+    assert!(warm_up.complete);
     let before = rss_kib(proxy.pid());
     let mut tls = connect(proxy.port, &proxy.ca_path());
     tls.write_all(&chat_request(
