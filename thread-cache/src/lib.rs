@@ -277,16 +277,21 @@ mod tests {
         Layout::from_size_align(size, 8).unwrap()
     }
 
+    /// The caching slots are global: tests take turns, or the one that fills every slot would
+    /// leave the others without one.
+    static SLOTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// Each test runs on its own thread: caching is per thread, and ending the thread runs the
     /// exit flush.
     fn on_thread(f: impl FnOnce() + Send + 'static) {
+        let _turn = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
         std::thread::spawn(f).join().unwrap();
     }
 
     #[test]
     fn a_freed_small_block_is_reused_by_the_next_allocation_of_its_class() {
         on_thread(|| unsafe {
-            enable();
+            assert!(enable());
             let a = ThreadCache.alloc(layout(40));
             ThreadCache.dealloc(a, layout(40));
             assert_eq!(cached_bytes(), 44);
@@ -314,7 +319,7 @@ mod tests {
     #[test]
     fn flush_empties_the_lists_and_caching_goes_on() {
         on_thread(|| unsafe {
-            enable();
+            assert!(enable());
             let sizes = (1..=20).map(|i| i * 16 - 4);
             let blocks: Vec<_> = sizes
                 .clone()
@@ -335,7 +340,7 @@ mod tests {
     #[test]
     fn a_thread_keeps_at_most_its_byte_budget() {
         on_thread(|| unsafe {
-            enable();
+            assert!(enable());
             let n = 2 * THREAD_BYTES / MAX_BLOCK;
             let blocks: Vec<_> = (0..n)
                 .map(|_| ThreadCache.alloc(layout(MAX_BLOCK)))
@@ -351,6 +356,7 @@ mod tests {
     #[test]
     fn at_most_max_threads_cache_at_once_and_an_ended_thread_frees_its_slot() {
         use std::sync::{Arc, Barrier};
+        let turn = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
         let n = MAX_THREADS + 8;
         let all_enabled = Arc::new(Barrier::new(n));
         let threads: Vec<_> = (0..n)
@@ -368,9 +374,8 @@ mod tests {
             .map(|t| t.join().unwrap())
             .filter(|&c| c)
             .count();
-        // Other tests' threads may hold slots meanwhile, so fewer than the maximum may get one.
-        assert!(caching <= MAX_THREADS, "{caching} threads cached at once");
-        assert!(caching < n);
+        assert_eq!(caching, MAX_THREADS, "threads caching at once");
+        drop(turn);
         // All of those threads have ended and given their slots back.
         on_thread(|| assert!(enable()));
     }
@@ -378,7 +383,7 @@ mod tests {
     #[test]
     fn large_and_overaligned_blocks_bypass_the_lists() {
         on_thread(|| unsafe {
-            enable();
+            assert!(enable());
             let big = layout(MAX_BLOCK + 1);
             let a = ThreadCache.alloc(big);
             ThreadCache.dealloc(a, big);
@@ -393,7 +398,7 @@ mod tests {
     #[test]
     fn zeroed_blocks_are_zero_even_when_reused() {
         on_thread(|| unsafe {
-            enable();
+            assert!(enable());
             let a = ThreadCache.alloc(layout(100));
             ptr::write_bytes(a, 0xAB, 100);
             ThreadCache.dealloc(a, layout(100));
@@ -407,7 +412,7 @@ mod tests {
     #[test]
     fn realloc_keeps_the_contents_within_a_class_and_across_classes_and_to_large() {
         on_thread(|| unsafe {
-            enable();
+            assert!(enable());
             let a = ThreadCache.alloc(layout(20));
             for i in 0..20 {
                 *a.add(i) = i as u8;
