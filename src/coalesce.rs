@@ -4,29 +4,28 @@
 //! held back until more arrives, a full buffer can go out, or ureq waits for the response —
 //! so a typical chat request leaves in one write.
 //!
-//! A layer over ureq's TCP connector (or whatever a proxy connector produced), below TLS: ureq's
-//! connector chains are part of its `unversioned` API, pinned by Cargo.lock.
+//! A layer in ureq's connector chain over whatever connection the layers before made (TCP, or a
+//! proxy's), below TLS: ureq's connector chains are part of its `unversioned` API, pinned by
+//! Cargo.lock.
 
 use ureq::Error;
-use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, NextTimeout, TcpConnector, Transport,
-};
+use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, NextTimeout, Transport};
 
 /// Writes up to this size wait for more: a request head, a small body.
 const HOLD_MAX: usize = 4 * 1024;
 
 #[derive(Debug, Default)]
-pub struct CoalescingTcpConnector(TcpConnector);
+pub struct CoalescingConnector;
 
-impl<In: Transport> Connector<In> for CoalescingTcpConnector {
-    type Out = Coalesced<<TcpConnector as Connector<In>>::Out>;
+impl<In: Transport> Connector<In> for CoalescingConnector {
+    type Out = Coalesced<In>;
 
     fn connect(
         &self,
-        details: &ConnectionDetails,
+        _: &ConnectionDetails,
         chained: Option<In>,
     ) -> Result<Option<Self::Out>, Error> {
-        Ok(self.0.connect(details, chained)?.map(|inner| Coalesced {
+        Ok(chained.map(|inner| Coalesced {
             inner,
             held: Vec::new(),
             spare: Vec::new(),

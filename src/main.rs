@@ -4,6 +4,7 @@
 mod access;
 mod admin;
 mod api_error;
+mod backend_tcp;
 mod certs;
 mod cli;
 mod cmd;

@@ -23,7 +23,8 @@ use ureq::unversioned::transport::{
 use ureq::{Agent, Body};
 
 use crate::api_error::ApiError;
-use crate::coalesce::CoalescingTcpConnector;
+use crate::backend_tcp::BackendTcpConnector;
+use crate::coalesce::CoalescingConnector;
 use crate::config::{Backend, Config, Timeouts};
 
 pub type UpstreamResponse = http::Response<Body>;
@@ -172,12 +173,14 @@ fn agent(
     Agent::with_parts(config.build(), connector(), DefaultResolver::default())
 }
 
-/// ureq's default chain (SOCKS, HTTP CONNECT proxy, TCP, rustls) with small writes combined
-/// below TLS (coalesce.rs).
+/// ureq's default chain (SOCKS, HTTP CONNECT proxy, TCP, rustls) with our TCP connection, whose
+/// liveness check is one system call (backend_tcp.rs), and small writes combined below TLS
+/// (coalesce.rs).
 fn connector() -> impl Connector {
     ().chain(SocksConnector::default())
         .chain(ConnectProxyConnector::default())
-        .chain(CoalescingTcpConnector::default())
+        .chain(BackendTcpConnector)
+        .chain(CoalescingConnector)
         .chain(RustlsConnector::default())
 }
 
