@@ -75,13 +75,7 @@ impl CertInfo {
 
 /// Reads the first certificate of a PEM file.
 pub fn read_info(path: &Path) -> Result<CertInfo, Error> {
-    let der = read_certs(path)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::CertInvalid {
-            path: path.to_owned(),
-            why: "no certificate".to_owned(),
-        })?;
+    let der = first_cert(path)?;
     let cert = crate::x509::parse(&der).map_err(|why| Error::CertInvalid {
         path: path.to_owned(),
         why: format!("not a valid certificate: {why}"),
@@ -317,10 +311,7 @@ fn issuer(path: &Path, key: KeyPair) -> Result<Issuer<'static, KeyPair>, Error> 
         path: path.to_owned(),
         why: format!("not a usable CA certificate: {why}"),
     };
-    let der = read_certs(path)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| invalid("no certificate".to_owned()))?;
+    let der = first_cert(path)?;
     let ca = crate::x509::parse(&der).map_err(invalid)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = ca.subject.to_distinguished_name().map_err(invalid)?;
@@ -329,6 +320,16 @@ fn issuer(path: &Path, key: KeyPair) -> Result<Issuer<'static, KeyPair>, Error> 
         None => KeyIdMethod::Sha256,
     };
     Ok(Issuer::new(params, key))
+}
+
+fn first_cert(path: &Path) -> Result<CertificateDer<'static>, Error> {
+    read_certs(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::CertInvalid {
+            path: path.to_owned(),
+            why: "no certificate".to_owned(),
+        })
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
