@@ -29,6 +29,7 @@ struct Plan {
     throughput_rounds: usize,
     throughput_for: Duration,
     stream_events: u64,
+    stream_rounds: usize,
     soak_for: Duration,
 }
 
@@ -46,6 +47,7 @@ fn main() {
             throughput_rounds: 1,
             throughput_for: Duration::from_millis(300),
             stream_events: 16,
+            stream_rounds: 1,
             soak_for: Duration::from_millis(500),
         }
     } else {
@@ -54,6 +56,7 @@ fn main() {
             throughput_rounds: 3,
             throughput_for: Duration::from_secs(2),
             stream_events: 64,
+            stream_rounds: 3,
             soak_for: Duration::from_secs(10),
         }
     };
@@ -128,11 +131,32 @@ fn main() {
         "3/5 streaming: 16 streams x {} events at 20 ms ...",
         plan.stream_events
     );
-    let stream_direct = streams(&direct, 16, plan.stream_events, epoch);
-    let stream_ours = streams(&ours, 16, plan.stream_events, epoch);
-    let stream_nginx = theirs
-        .as_ref()
-        .map(|t| streams(t, 16, plan.stream_events, epoch));
+    // Rounds of direct, trae-proxy, nginx, for the same reason as the throughput rounds: a p99
+    // of 1 024 delays is the 11th worst, and one hiccup of this shared machine moves it by
+    // milliseconds for whichever target runs then (the direct run included). The round with the
+    // median added p99 is reported; stalls and incomplete streams of every round count.
+    let mut stream_rounds: Vec<_> = (0..plan.stream_rounds)
+        .map(|_| {
+            let direct = streams(&direct, 16, plan.stream_events, epoch);
+            let ours = streams(&ours, 16, plan.stream_events, epoch);
+            let nginx = theirs
+                .as_ref()
+                .map(|t| streams(t, 16, plan.stream_events, epoch));
+            (direct, ours, nginx)
+        })
+        .collect();
+    let added_stream_p99 = |(direct, ours, _): &(StreamRun, StreamRun, Option<StreamRun>)| {
+        ours.delay.p99.saturating_sub(direct.delay.p99)
+    };
+    let stream_added: Vec<Duration> = stream_rounds.iter().map(added_stream_p99).collect();
+    let stream_stalls: usize = stream_rounds.iter().map(|(_, o, _)| o.stalls).sum();
+    let stream_incomplete: usize = stream_rounds
+        .iter()
+        .map(|(_, o, _)| o.streams - o.completed)
+        .sum();
+    stream_rounds.sort_by_key(added_stream_p99);
+    let (stream_direct, stream_ours, stream_nginx) =
+        stream_rounds.swap_remove(stream_rounds.len() / 2);
 
     eprintln!("4/5 memory with 256 concurrent streams ...");
     let (rss_before_load, _) = procs::rss_and_threads(pid);
@@ -197,14 +221,23 @@ fn main() {
         );
     }
     println!(
-        "\nStreaming, 16 streams x {} events at 20 ms, delay from backend send to client receipt:",
-        plan.stream_events
+        "\nStreaming, 16 streams x {} events at 20 ms, delay from backend send to client receipt \
+         ({} round(s); the round with the median added p99):",
+        plan.stream_events, plan.stream_rounds
     );
     stream_row("backend direct", &stream_direct);
     stream_row("trae-proxy", &stream_ours);
     if let Some(n) = &stream_nginx {
         stream_row("nginx", n);
     }
+    println!(
+        "  added p99 per round: {} µs; stalls in all rounds: {stream_stalls}; incomplete streams: {stream_incomplete}",
+        stream_added
+            .iter()
+            .map(|d| format!("{:.0}", us(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "\nMemory (RSS) and threads: idle {} KiB / {} threads; before load {} KiB; peak during 256 streams \
          {} KiB / {} threads ({} of 256 streams complete, {} stalls); 6 s after {} KiB / {} threads",
@@ -258,8 +291,11 @@ fn main() {
                 .saturating_sub(stream_direct.delay.p99))
                 <= Duration::from_millis(1),
         ),
-        ("zero stalls", stream_ours.stalls == 0 && many.stalls == 0),
-        ("all 256 concurrent streams complete", many.completed == 256),
+        ("zero stalls", stream_stalls == 0 && many.stalls == 0),
+        (
+            "all streams complete (16 per round, 256 concurrent)",
+            stream_incomplete == 0 && many.completed == 256,
+        ),
         ("RSS idle <= 4 MiB", rss_idle <= 4096),
         ("RSS during 256 streams <= 32 MiB", rss_peak <= 32 * 1024),
         (
@@ -300,7 +336,9 @@ fn main() {
             "direct": summary_json(&stream_direct.delay),
             "trae_proxy": summary_json(&stream_ours.delay),
             "nginx": stream_nginx.as_ref().map(|s| summary_json(&s.delay)),
-            "trae_proxy_stalls": stream_ours.stalls,
+            "trae_proxy_stalls": stream_stalls,
+            "trae_proxy_incomplete": stream_incomplete,
+            "round_added_p99": stream_added.iter().map(|d| us(*d)).collect::<Vec<f64>>(),
         },
         "memory_kib": {"idle": rss_idle, "peak_256_streams": rss_peak, "after": rss_after},
         "threads": {"idle": threads_idle, "peak": threads_peak, "after": threads_after},
@@ -332,8 +370,9 @@ Latency: sequential requests on one connection after a warm-up; 'added' is the d
 percentiles to the direct run. Throughput: N client threads for a fixed time, requests completed \
 per second and the p99 of their latencies, in rounds of trae-proxy then nginx (the round with the \
 median ratio is shown); load generator, proxy and backend share the cores. \
-Streaming: delay from the backend's send stamp to the client's read; a stall is a gap over 200 ms \
-(10x the pacing). Memory: VmRSS and Threads from /proc, peak sampled every 50 ms, 'after' taken \
+Streaming: delay from the backend's send stamp to the client's read, in rounds of direct, \
+trae-proxy, nginx (the round with the median added p99 is shown; stalls and unfinished streams of \
+every round count); a stall is a gap over 200 ms (10x the pacing). Memory: VmRSS and Threads from /proc, peak sampled every 50 ms, 'after' taken \
 6 s after the load, once idle workers have ended. trae-proxy runs with up to 300 workers (a worker \
 serves one request at a time, so 256 concurrent streams need 256; they start on demand). \
 Start-up: from spawn until a TLS handshake verified against the CA completes (the proxy binds \
