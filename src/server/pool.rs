@@ -32,6 +32,9 @@ use crate::lifecycle::Lifecycle;
 const MIN_WORKERS: usize = 2;
 /// An idle worker beyond [`MIN_WORKERS`] ends after this long.
 pub const IDLE_RETIRE: Duration = Duration::from_secs(5);
+/// How long the last worker of a burst to retire waits for the others to end before it trims
+/// the allocator.
+const TRIM_AFTER: Duration = Duration::from_millis(200);
 /// How long a worker waits for the next request on a connection before parking it. Parking and
 /// waking cost two thread hand-offs and two epoll updates (~30-40 µs on a 2-core machine); a
 /// client with more to send sends it within this time, an idle one costs the worker a moment.
@@ -177,6 +180,16 @@ impl WorkQueue {
             state.idle -= 1;
             if state.items.is_empty() && state.total > MIN_WORKERS {
                 state.total -= 1;
+                let last_of_burst = state.total == MIN_WORKERS;
+                drop(state);
+                if last_of_burst {
+                    // The other surplus workers timed out at the same moment and are ending
+                    // now, their memory freed as they go; let them finish, then hand the free
+                    // memory back (glibc keeps it otherwise, see thread_cache::trim). A worker
+                    // that is ending anyway is the one to wait.
+                    std::thread::sleep(TRIM_AFTER);
+                    thread_cache::trim();
+                }
                 return None;
             }
             // Kept through a quiet spell: the blocks it cached would pin the allocator's pages.

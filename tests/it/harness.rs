@@ -53,6 +53,12 @@ pub fn command() -> Command {
     }
 }
 
+/// Whether the binary runs under an emulator (`TRAE_PROXY_TEST_RUNNER`), whose own memory is
+/// what /proc shows for the process.
+pub fn emulated() -> bool {
+    std::env::var("TRAE_PROXY_TEST_RUNNER").is_ok_and(|runner| !runner.is_empty())
+}
+
 /// The runner and binary as words, for wrapping in another command (setpriv).
 pub fn command_words() -> Vec<String> {
     let mut words = Vec::new();

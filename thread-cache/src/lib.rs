@@ -16,6 +16,10 @@
 //! Why not a complete allocator (mimalloc, jemalloc): they cost far more of the 2.5 MiB aarch64
 //! size budget than these 200 lines, and mimalloc held 430 MiB with 256 streaming threads.
 
+mod system;
+
+pub use system::{limit_arenas, trim};
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
 use std::ptr;
