@@ -9,6 +9,13 @@
 //! `Agent::shutdown`, per-call timeouts applied with a system call only when they change (by
 //! more than 1/64: see [`refresh`]).
 //! Proxy connections (SOCKS, HTTP CONNECT) arrive chained and pass through untouched.
+//!
+//! The check cannot close a race: a backend may close an idle connection (its keep-alive
+//! timeout) just after our check and before our request arrives. A connection that passed the
+//! check, then ends or is reset before it has sent a byte, fails with [`StaleConnection`]
+//! inside the error, and the caller sends the request again on another connection
+//! ([`is_stale`]): the backend closed it without reading the request, so nothing was applied
+//! (RFC 9112, section 9.3.1).
 
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
@@ -50,6 +57,7 @@ impl<In: Transport> Connector<In> for BackendTcpConnector {
             buffers: LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size()),
             read_timeout: None,
             write_timeout: None,
+            reused_unanswered: false,
         })))
     }
 }
@@ -92,6 +100,46 @@ pub struct BackendTcp {
     buffers: LazyBuffers,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// Passed the liveness check and has read nothing since: it was reused from the pool, and
+    /// the backend has not answered on it yet.
+    reused_unanswered: bool,
+}
+
+/// The backend closed or reset a connection taken from the pool before answering on it.
+#[derive(Debug)]
+pub struct StaleConnection;
+
+impl std::fmt::Display for StaleConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the backend closed a kept-alive connection as it was reused")
+    }
+}
+
+impl std::error::Error for StaleConnection {}
+
+/// Whether `e` is a [`StaleConnection`]. The transports above ours (TLS) hand our I/O errors
+/// up unchanged (ureq's `Error::into_io` unwraps `Error::Io`).
+pub fn is_stale(e: &Error) -> bool {
+    matches!(e, Error::Io(io) if io.get_ref().is_some_and(|inner| inner.is::<StaleConnection>()))
+}
+
+impl BackendTcp {
+    /// `e`, or a [`StaleConnection`] when the connection was reused and the backend is gone
+    /// before its first byte.
+    fn failed(&self, e: io::Error) -> Error {
+        let gone = matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+        );
+        if gone && self.reused_unanswered {
+            Error::Io(io::Error::new(e.kind(), StaleConnection))
+        } else {
+            Error::Io(e)
+        }
+    }
 }
 
 impl Transport for BackendTcp {
@@ -111,7 +159,7 @@ impl Transport for BackendTcp {
         let output = &self.buffers.output()[..amount];
         (&*self.stream).write_all(output).map_err(|e| match e {
             e if is_timeout(&e) => Error::Timeout(timeout.reason),
-            e => Error::Io(e),
+            e => self.failed(e),
         })
     }
 
@@ -130,9 +178,13 @@ impl Transport for BackendTcp {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => return Err(Error::Timeout(timeout.reason)),
-                Err(e) => return Err(Error::Io(e)),
+                Err(e) => return Err(self.failed(e)),
             }
         };
+        if n == 0 && self.reused_unanswered {
+            return Err(self.failed(io::ErrorKind::UnexpectedEof.into()));
+        }
+        self.reused_unanswered = false;
         self.buffers.input_appended(n);
         Ok(n > 0)
     }
@@ -141,12 +193,14 @@ impl Transport for BackendTcp {
     /// it), not bytes nobody asked for (a reply longer than it said).
     fn is_open(&mut self) -> bool {
         let mut probe = [MaybeUninit::<u8>::uninit()];
-        match SockRef::from(&*self.stream)
+        let open = match SockRef::from(&*self.stream)
             .recv_with_flags(&mut probe, libc::MSG_PEEK | libc::MSG_DONTWAIT)
         {
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
             Ok(_) => false,
-        }
+        };
+        self.reused_unanswered = open;
+        open
     }
 }
 
@@ -191,6 +245,7 @@ mod tests {
             buffers: LazyBuffers::new(1024, 1024),
             read_timeout: None,
             write_timeout: None,
+            reused_unanswered: false,
         };
         (transport, server)
     }
@@ -228,6 +283,58 @@ mod tests {
         server.write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
         settle();
         assert!(!t.is_open());
+    }
+
+    /// The backend reads the request and closes the connection without answering.
+    fn request_then_close(t: &mut BackendTcp, mut server: TcpStream) -> Result<bool, Error> {
+        t.buffers().output()[..4].copy_from_slice(b"POST");
+        t.transmit_output(4, NextTimeout::default())?;
+        let mut got = [0u8; 4];
+        server.read_exact(&mut got).unwrap();
+        drop(server);
+        t.await_input(NextTimeout::default())
+    }
+
+    #[test]
+    fn a_reused_connection_closed_before_an_answer_is_stale() {
+        let (mut t, server) = pair();
+        assert!(t.is_open(), "checked before reuse");
+        match request_then_close(&mut t, server) {
+            Err(e) => assert!(is_stale(&e), "expected stale, got {e:?}"),
+            Ok(more) => panic!("expected an error, got Ok({more})"),
+        }
+    }
+
+    #[test]
+    fn a_new_connection_closed_before_an_answer_is_not_stale() {
+        // Never checked: a first request; the backend ending it is the backend's failure,
+        // and nothing says it did not apply the request.
+        let (mut t, server) = pair();
+        match request_then_close(&mut t, server) {
+            Ok(more) => assert!(!more, "the end of the stream"),
+            Err(e) => assert!(!is_stale(&e), "not stale: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn the_end_of_a_reply_on_a_reused_connection_is_not_stale() {
+        // A reply read up to the close (no length given): the backend answered, so its close is
+        // the end of the body, not a stale connection.
+        let (mut t, mut server) = pair();
+        assert!(t.is_open());
+        t.buffers().output()[..4].copy_from_slice(b"POST");
+        t.transmit_output(4, NextTimeout::default()).unwrap();
+        let mut got = [0u8; 4];
+        server.read_exact(&mut got).unwrap();
+        server.write_all(b"HTTP/1.0 200 OK\r\n\r\nbody").unwrap();
+        drop(server);
+        assert!(t.await_input(NextTimeout::default()).unwrap());
+        let len = t.buffers().input().len();
+        t.buffers().input_consume(len);
+        assert!(
+            !t.await_input(NextTimeout::default()).unwrap(),
+            "the end of the stream"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
-use log::warn;
+use log::{debug, warn};
 use rustls::pki_types::CertificateDer;
 use ureq::config::AutoHeaderValue;
 use ureq::unversioned::resolver::DefaultResolver;
@@ -23,7 +23,7 @@ use ureq::unversioned::transport::{
 use ureq::{Agent, Body};
 
 use crate::api_error::ApiError;
-use crate::backend_tcp::BackendTcpConnector;
+use crate::backend_tcp::{self, BackendTcpConnector};
 use crate::coalesce::CoalescingConnector;
 use crate::config::{Backend, Config, Timeouts};
 
@@ -93,6 +93,10 @@ impl Upstream {
     /// POSTs `body` (JSON) to `backend` at `api_path`, with the client's forwardable headers,
     /// the backend's key and extra headers. Returns the response head with its body unread, or
     /// the client-facing error.
+    ///
+    /// Sent a second time, on another connection, when the backend closed the pooled one it went
+    /// out on without answering: a backend's keep-alive timeout can close it between our check
+    /// and our request (backend_tcp.rs), and it did not read the request.
     pub fn post_json(
         &self,
         backend: &Backend,
@@ -100,6 +104,29 @@ impl Upstream {
         client_headers: &HeaderMap,
         body: Vec<u8>,
     ) -> Result<UpstreamResponse, ApiError> {
+        let agent = self.own.get(&backend.name).unwrap_or(&self.shared);
+        let request = self.request(backend, api_path, client_headers, &body)?;
+        match agent.run(request) {
+            Err(e) if backend_tcp::is_stale(&e) => {
+                debug!(
+                    "backend={:?} closed a kept-alive connection as it was reused; sending again",
+                    backend.name
+                );
+                let request = self.request(backend, api_path, client_headers, &body)?;
+                agent.run(request)
+            }
+            result => result,
+        }
+        .map_err(|e| classify(&backend.name, &e))
+    }
+
+    fn request<'b>(
+        &self,
+        backend: &Backend,
+        api_path: &str,
+        client_headers: &HeaderMap,
+        body: &'b [u8],
+    ) -> Result<Request<&'b [u8]>, ApiError> {
         let mut request = Request::post(backend.url_for(api_path));
         if let Some(headers) = request.headers_mut() {
             for (name, value) in forwardable(client_headers) {
@@ -125,11 +152,9 @@ impl Upstream {
                 HeaderValue::from_static("application/json"),
             );
         }
-        let request = request
+        request
             .body(body)
-            .map_err(|_| ApiError::bad_gateway(&backend.name, "invalid backend URL"))?;
-        let agent = self.own.get(&backend.name).unwrap_or(&self.shared);
-        agent.run(request).map_err(|e| classify(&backend.name, &e))
+            .map_err(|_| ApiError::bad_gateway(&backend.name, "invalid backend URL"))
     }
 }
 

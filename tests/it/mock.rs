@@ -11,6 +11,9 @@
 //! - `hang`: reads the request and never answers.
 //! - `close-after`: the canonical JSON reply, then the connection is closed without a
 //!   `Connection: close` header (a server that does not keep connections alive, and says not).
+//! - `close-when-reused`: the canonical JSON reply on a new connection; a request arriving on
+//!   a connection that already served one is read and the connection closed unanswered (a
+//!   server whose keep-alive timeout struck as the request came).
 //! - `stall`: two stream events, then silence (connection open) for 30 s.
 //! - `garbage-sse`: `text/event-stream` whose body is not SSE at all.
 //! - `flood`: 4000 stream events of ~4 KiB, as fast as the reader takes them.
@@ -189,7 +192,7 @@ fn canonical_chunks(include_usage: bool) -> Vec<Value> {
 
 fn serve<S: Read + Write>(conn: S, recorded: &Mutex<Vec<Recorded>>) {
     let mut reader = BufReader::new(conn);
-    loop {
+    for served in 0.. {
         let Some(request) = read_request(&mut reader) else {
             return;
         };
@@ -239,6 +242,8 @@ fn serve<S: Read + Write>(conn: S, recorded: &Mutex<Vec<Recorded>>) {
                 send_json(writer, 200, &[], &canonical_reply());
                 false
             }
+            "close-when-reused" if served > 0 => false,
+            "close-when-reused" => send_json(writer, 200, &[], &canonical_reply()),
             "stall" => {
                 let _ = write!(
                     writer,

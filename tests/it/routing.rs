@@ -473,3 +473,48 @@ fn a_backend_that_closes_after_every_reply_without_saying_so_still_answers_each_
     }
     assert_eq!(mock.requests().len(), 20);
 }
+
+#[test]
+fn a_request_on_a_connection_the_backend_closes_as_it_is_reused_is_sent_again() {
+    // The backend's keep-alive timeout can strike after our liveness check: the request goes
+    // out on a connection the backend then closes unanswered. It did not apply the request, so
+    // the proxy sends it again on a new connection instead of failing the client.
+    let mock = Mock::start();
+    let apis = r#"  - {name: timer, endpoint: "{UPSTREAM}", custom_model_id: gpt-4o, target_model_id: close-when-reused}"#;
+    let proxy = Proxy::start(&config_yaml(&mock.url(), apis, ""));
+    five_requests_each_answered(&proxy);
+    // The first on a new connection; each later one twice: on the reused connection (closed
+    // unanswered), then on a new one.
+    assert_eq!(mock.requests().len(), 1 + 2 * 4);
+}
+
+#[test]
+fn a_tls_backend_closing_a_reused_connection_gets_the_request_again() {
+    let mock = Mock::start_tls();
+    let dir = TempDir::new("reuse-tls");
+    std::fs::write(
+        dir.path().join("backend-ca.pem"),
+        mock.cert_pem.as_ref().unwrap(),
+    )
+    .unwrap();
+    let apis = format!(
+        r#"  - {{name: timer, endpoint: "{}", custom_model_id: gpt-4o, target_model_id: close-when-reused, ca_file: backend-ca.pem}}"#,
+        mock.url()
+    );
+    let proxy = Proxy::start_in(dir, &config_yaml("", &apis, ""), &[]);
+    five_requests_each_answered(&proxy);
+    assert_eq!(mock.requests().len(), 1 + 2 * 4);
+}
+
+fn five_requests_each_answered(proxy: &Proxy) {
+    let mut reader = BufReader::new(connect_as(proxy.port, &proxy.ca_path(), "api.openai.com"));
+    for i in 0..5 {
+        reader
+            .get_mut()
+            .write_all(&chat_request(r#"{"model":"gpt-4o","messages":[]}"#, ""))
+            .unwrap();
+        let r = read_response(&mut reader).unwrap();
+        assert_eq!(r.status, 200, "request {i}: {}\n{}", r.text(), proxy.log());
+        assert_eq!(r.json()["model"], "gpt-4o");
+    }
+}
