@@ -1,8 +1,8 @@
 //! What we ask of the system allocator beneath the caches: to keep fewer arenas, and to hand
 //! free memory back after a burst. Both matter for glibc only, which keeps what its per-thread
 //! arenas freed: 256 streams on 256 threads left the glibc build 14 MiB above idle for good.
-//! With two arenas and a trim once the burst's workers have ended it came back to 3.6 MiB above
-//! idle (live connections' buffers, the arenas' fragments, glibc's cache of thread stacks).
+//! With two arenas and a trim once the burst's workers have ended it comes back to within 3-4 MiB
+//! of idle (live connections' buffers, the arenas' fragments, glibc's cache of thread stacks).
 //! musl's allocator has one heap and unmaps freed groups itself; there both do nothing.
 
 /// Caps the number of glibc malloc arenas at `arenas` (glibc's default is eight per core). Every
