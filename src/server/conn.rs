@@ -2,7 +2,7 @@
 //! TLS state (none on the plain-HTTP listener), and decrypted bytes received but not yet
 //! consumed.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,6 +71,27 @@ impl Conn {
         if let Some(tls) = self.tls.as_mut() {
             tls.send_close_notify();
             let _ = tls.write_tls(&mut self.sock);
+        }
+    }
+
+    /// Moves the plaintext rustls has decrypted into `buf`, straight from rustls' buffer (one
+    /// copy, no bounce buffer). True when the client has ended the TLS stream, cleanly or not.
+    pub fn take_plaintext(&mut self) -> bool {
+        let Some(tls) = self.tls.as_mut() else {
+            return false;
+        };
+        let mut reader = tls.reader();
+        loop {
+            match reader.fill_buf() {
+                Ok([]) => return true,
+                Ok(chunk) => {
+                    let n = chunk.len();
+                    self.buf.extend_from_slice(chunk);
+                    reader.consume(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => return true,
+            }
         }
     }
 

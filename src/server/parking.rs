@@ -367,7 +367,6 @@ fn advance(conn: &mut Conn) -> Step {
         return advance_plain(conn);
     }
     let mut eof = false;
-    let mut plain = [0u8; 4096];
     loop {
         // rustls reads at most one buffer's worth per call; keep going until the socket says
         // WouldBlock, as edge-triggered polling requires.
@@ -390,19 +389,8 @@ fn advance(conn: &mut Conn) -> Step {
             let _ = tls.write_tls(&mut conn.sock);
             return Step::Close;
         }
-        loop {
-            match tls.reader().read(&mut plain) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => conn.buf.extend_from_slice(&plain[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    eof = true;
-                    break;
-                }
-            }
+        if conn.take_plaintext() {
+            eof = true;
         }
         if conn.buf.len() > MAX_HEAD_BYTES && !conn.has_complete_head() {
             return Step::Reject(ApiError::header_too_large(MAX_HEAD_BYTES));

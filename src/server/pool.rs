@@ -288,7 +288,9 @@ fn serve_connection(
                 return None;
             }
         }
-        take_decrypted(&mut conn);
+        // Without touching the socket: a pipelined request may be waiting in rustls' buffer,
+        // where the poller would never see it.
+        conn.take_plaintext();
         if !conn.has_complete_head() && !linger(&mut conn) {
             return None;
         }
@@ -385,21 +387,6 @@ fn tunnel(mut conn: Conn, upstream: std::net::TcpStream, idle: Duration) {
     }
 }
 
-/// Moves plaintext that rustls already decrypted into `conn.buf`, without touching the socket:
-/// a pipelined request may be waiting there, and the poller would never see it.
-fn take_decrypted(conn: &mut Conn) {
-    let Some(tls) = conn.tls.as_mut() else {
-        return;
-    };
-    let mut tmp = [0u8; 4096];
-    loop {
-        match tls.reader().read(&mut tmp) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => conn.buf.extend_from_slice(&tmp[..n]),
-        }
-    }
-}
-
 /// Waits up to [`LINGER`] for more of the client's bytes. `false` when the client closed or the
 /// connection broke.
 fn linger(conn: &mut Conn) -> bool {
@@ -427,7 +414,7 @@ fn linger(conn: &mut Conn) -> bool {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
         ),
     };
-    take_decrypted(conn);
+    conn.take_plaintext();
     alive
 }
 
