@@ -22,6 +22,7 @@ mod metrics;
 mod proxy;
 mod reasoning;
 mod reload;
+mod resolve;
 mod roots;
 mod route;
 mod serve;

@@ -26,6 +26,7 @@ use crate::api_error::ApiError;
 use crate::backend_tcp::{self, BackendTcpConnector};
 use crate::coalesce::CoalescingConnector;
 use crate::config::{Backend, Config, Timeouts};
+use crate::resolve::CachingResolver;
 
 pub type UpstreamResponse = http::Response<Body>;
 
@@ -195,7 +196,12 @@ fn agent(
         .input_buffer_size(10 * 1024)
         .output_buffer_size(8 * 1024);
     config = config.tls_config(crate::roots::tls_config(extra_roots));
-    Agent::with_parts(config.build(), connector(), DefaultResolver::default())
+    // ureq looks the name up before its pool, on every request: keep the answers (resolve.rs).
+    Agent::with_parts(
+        config.build(),
+        connector(),
+        CachingResolver::new(DefaultResolver::default()),
+    )
 }
 
 /// ureq's default chain (SOCKS, HTTP CONNECT proxy, TCP, rustls) with our TCP connection, whose
