@@ -103,12 +103,10 @@ impl<R: Resolver> Resolver for CachingResolver<R> {
             return self.inner.resolve(uri, config, timeout);
         };
         let authority = authority.as_str();
-        let kept = self.kept(scheme, authority);
-        if let Some((addrs, age)) = &kept {
-            if *age < self.fresh {
-                return Ok(addrs.clone());
-            }
-        }
+        let kept = match self.kept(scheme, authority) {
+            Some((addrs, age)) if age < self.fresh => return Ok(addrs),
+            outdated => outdated,
+        };
         match self.inner.resolve(uri, config, timeout) {
             Ok(addrs) => {
                 self.keep(scheme, authority, &addrs);
