@@ -56,7 +56,7 @@ fn main() {
             throughput_rounds: 3,
             throughput_for: Duration::from_secs(2),
             stream_events: 64,
-            stream_rounds: 3,
+            stream_rounds: 5,
             soak_for: Duration::from_secs(10),
         }
     };
@@ -134,7 +134,9 @@ fn main() {
     // Rounds of direct, trae-proxy, nginx, for the same reason as the throughput rounds: a p99
     // of 1 024 delays is the 11th worst, and one hiccup of this shared machine moves it by
     // milliseconds for whichever target runs then (the direct run included). The round with the
-    // median added p99 is reported; stalls and incomplete streams of every round count.
+    // median added p99 is reported; stalls and incomplete streams of every round count. Five
+    // rounds, not three: with three, two hiccups in one run decided its result (three of six
+    // runs in one afternoon, the direct backend's own p99 at 1-2 ms in two of them).
     let mut stream_rounds: Vec<_> = (0..plan.stream_rounds)
         .map(|_| {
             let direct = streams(&direct, 16, plan.stream_events, epoch);
