@@ -1,7 +1,9 @@
 //! `cargo run --release -p bench` — what trae-proxy adds, side by side with nginx, on this
 //! machine, with the method printed beside the figures. `--smoke` runs a short version (CI);
 //! `--json PATH` writes the results (default `target/bench/results.json`); `--binary PATH`
-//! measures that build (e.g. the static musl one) instead of building `target/release`.
+//! measures that build instead of building one. Without it the build we ship is measured, the
+//! static musl one, when this machine can build it (rustup's musl target and its C compiler,
+//! as cross/build-static.sh installs them); otherwise the glibc build, with a note.
 //!
 //! Everything runs on loopback: a fast Rust backend (mock.rs), trae-proxy's release build in
 //! front of it, nginx in front of it the same way (TLS, upstream keep-alive, no buffering), and
@@ -61,10 +63,10 @@ fn main() {
         }
     };
 
-    let binary = args
+    let (binary, build) = args
         .windows(2)
         .find(|w| w[0] == "--binary")
-        .map(|w| PathBuf::from(&w[1]))
+        .map(|w| (PathBuf::from(&w[1]), "given with --binary"))
         .unwrap_or_else(build_proxy);
     let epoch = Instant::now();
     let mock = mock::Mock::start(epoch);
@@ -270,7 +272,7 @@ fn main() {
         cold_startup.as_secs_f64() * 1e3
     );
     println!(
-        "Binary: {} bytes ({:.2} MiB), {}",
+        "Binary: {} bytes ({:.2} MiB), {} ({build})",
         size,
         size as f64 / 1048576.0,
         binary.display()
@@ -348,6 +350,7 @@ fn main() {
         "soak": {"requests": soak.requests, "before": soak.before, "after": soak.after},
         "startup_ms": {"warm": warm_startup.as_secs_f64() * 1e3, "cold": cold_startup.as_secs_f64() * 1e3},
         "binary_bytes": size,
+        "build": build,
         "budgets": budgets.iter().map(|(n, ok)| json!({"budget": n, "met": ok})).collect::<Vec<Value>>(),
     });
     if let Some(parent) = json_path.parent() {
@@ -405,14 +408,65 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn build_proxy() -> PathBuf {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+/// Builds the static musl binary we ship when this machine can, else the glibc one: their
+/// memory differs by 1.5 MiB idle (the shared C library) and more after a burst (README,
+/// Performance), so the budgets are the static build's.
+fn build_proxy() -> (PathBuf, &'static str) {
+    let target = format!("{}-unknown-linux-musl", std::env::consts::ARCH);
+    if can_build_static(&target) && cargo_build(&["--target", &target]) {
+        return (
+            root().join(format!("target/{target}/release/trae-proxy")),
+            "static musl build",
+        );
+    }
+    eprintln!(
+        "note: measuring the glibc build: the static one needs `rustup target add {target}` and \
+         its C compiler (cross/build-static.sh INSTALL_DEPS=1 installs both). Its memory figures \
+         differ from the static build's (README, Performance)."
+    );
+    assert!(cargo_build(&[]), "building trae-proxy failed");
+    (root().join("target/release/trae-proxy"), "glibc build")
+}
+
+/// rustup's standard library for `target`, and the C compiler .cargo/config.toml names for it
+/// (ring compiles C).
+fn can_build_static(target: &str) -> bool {
+    let has_std = Command::new("rustc")
+        .args(["--print", "target-libdir", "--target", target])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .is_some_and(|dir| has_std_rlib(dir.trim()));
+    let cc = match std::env::consts::ARCH {
+        "x86_64" => "musl-gcc",
+        _ => "aarch64-linux-gnu-gcc",
+    };
+    let has_cc = Command::new(cc)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    has_std && has_cc
+}
+
+/// rustc prints the directory whether or not the target is installed.
+fn has_std_rlib(dir: &str) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("libstd-") && name.ends_with(".rlib")
+        })
+    })
+}
+
+fn cargo_build(extra: &[&str]) -> bool {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "--bin", "trae-proxy"])
+        .args(extra)
         .current_dir(root())
         .status()
-        .expect("cargo build");
-    assert!(status.success(), "building trae-proxy failed");
-    root().join("target/release/trae-proxy")
+        .is_ok_and(|s| s.success())
 }
 
 fn machine() -> String {
