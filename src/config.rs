@@ -62,13 +62,30 @@ pub struct Backend {
     pub proxy: Option<String>,
     /// Extra trusted roots for this backend (`ca_file`), besides the public ones.
     pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
-    /// Put remembered `reasoning_content` back into tool-call turns (`reasoning_replay`).
-    /// Defaults to true: it only touches turns with tool calls and without reasoning.
-    pub reasoning_replay: bool,
+    /// Whether this backend is a thinking model that needs `reasoning_content` back in
+    /// tool-call turns (`reasoning_replay`). Defaults to [`ReasoningReplay::Auto`].
+    pub reasoning_replay: ReasoningReplay,
+    /// What a known thinking backend gets for a tool-call turn whose reasoning is not
+    /// remembered. Defaults to [`ReasoningFallback::Empty`].
     pub reasoning_fallback: ReasoningFallback,
     /// `quirks: [null_content_with_tool_calls]`: send `content: null`, not `""`, beside tool
     /// calls in history (Kimi rejects `""`).
     pub null_content_with_tool_calls: bool,
+}
+
+/// `reasoning_replay`: whether a backend must get `reasoning_content` back in the assistant
+/// tool-call turns of a history. A field a backend did not produce is sent only to a backend
+/// known to need it: strict ones (Mistral, Cerebras, older vLLM) reject unknown fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasoningReplay {
+    /// Learned at run time (the default): the backend's own reasoning is replayed to it; the
+    /// fallback applies once it is known to think (it returned `reasoning_content` beside tool
+    /// calls, or answered an error naming the field for a turn without it).
+    Auto,
+    /// `true`: known to think; replay and fallback from the first request.
+    On,
+    /// `false`: histories are sent as the client wrote them.
+    Off,
 }
 
 /// What to do with a tool-call turn whose reasoning is not remembered.
@@ -411,12 +428,24 @@ impl Backend {
                 Err(why) => errs.push(format!("ca_file: {why}")),
             }
         }
-        let reasoning_replay = flag(
-            raw.reasoning_replay.as_ref(),
-            true,
-            "reasoning_replay",
-            &mut errs,
-        );
+        let reasoning_replay = match raw.reasoning_replay.as_ref() {
+            None => ReasoningReplay::Auto,
+            Some(LenientBool::Text(t)) if t.trim().eq_ignore_ascii_case("auto") => {
+                ReasoningReplay::Auto
+            }
+            Some(value) => match value.parse() {
+                Ok(None) => ReasoningReplay::Auto,
+                Ok(Some(true)) => ReasoningReplay::On,
+                Ok(Some(false)) => ReasoningReplay::Off,
+                Err(_) => {
+                    errs.push(format!(
+                        "reasoning_replay: expected auto, true or false, got {}",
+                        value.describe()
+                    ));
+                    ReasoningReplay::Auto
+                }
+            },
+        };
         let reasoning_fallback = match raw.reasoning_fallback.as_deref().map(str::trim) {
             None | Some("empty") => ReasoningFallback::Empty,
             Some("strip") => ReasoningFallback::Strip,
@@ -832,6 +861,14 @@ enum LenientBool {
 }
 
 impl LenientBool {
+    /// The value as written, for an error message.
+    fn describe(&self) -> String {
+        match self {
+            LenientBool::Bool(b) => b.to_string(),
+            LenientBool::Text(t) => format!("{t:?}"),
+        }
+    }
+
     /// `Ok(None)` stands for "unset" (`"null"`, `"none"`, `""`).
     fn parse(&self) -> Result<Option<bool>, String> {
         match self {

@@ -16,10 +16,10 @@ use log::{debug, warn};
 use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
-use crate::config::{Backend, StreamMode};
+use crate::config::{Backend, ReasoningReplay, StreamMode};
 use crate::json_fields::Fields;
 use crate::proxy::{Access, Proxy};
-use crate::reasoning::{self, ReasoningCache, Restored};
+use crate::reasoning::{self, Learned, Mend, ReasoningCache, Restored};
 use crate::server::{After, BodyStream, Headers, Responder, json_content_type};
 use crate::sse::convert::{self, Aggregator};
 use crate::sse::parser::Event;
@@ -127,15 +127,8 @@ pub fn handle(
         let is_last = i + 1 == plan.len();
         access.backend = Some(backend.name.clone());
         access.route = Some(backend.custom_model_id.clone());
-        let body = match upstream_body(&fields, &ask, backend, endpoint, &proxy.reasoning) {
-            Ok(b) => b,
-            Err(e) => return access.error(responder, &e),
-        };
         let sent = Instant::now();
-        match proxy
-            .upstream
-            .post_json(backend, endpoint.api_path(), request.headers(), body)
-        {
+        match send(proxy, endpoint, request, &fields, &ask, backend) {
             Err(e) => {
                 proxy.router.failed(attempt, None);
                 last_error = Some(e);
@@ -153,7 +146,8 @@ pub fn handle(
                 } else {
                     proxy.router.succeeded(attempt);
                 }
-                let reasoning = (endpoint == Endpoint::ChatCompletions && backend.reasoning_replay)
+                let reasoning = (endpoint == Endpoint::ChatCompletions
+                    && backend.reasoning_replay != ReasoningReplay::Off)
                     .then_some(proxy.reasoning.as_ref());
                 return answer(
                     response, endpoint, backend, &ask, responder, access, reasoning,
@@ -166,6 +160,70 @@ pub fn handle(
     }
     let e = last_error.unwrap_or_else(|| ApiError::internal("no backend to try"));
     access.error(responder, &e)
+}
+
+/// Sends the request to one backend. A backend in `reasoning_replay: auto` that answers 400 or
+/// 422 about `reasoning_content` has shown whether it needs the field or rejects it: that is
+/// learned, and the request is sent once more, mended accordingly (the backend refused it, so
+/// nothing was applied).
+fn send(
+    proxy: &Proxy,
+    endpoint: Endpoint,
+    request: &Request<Vec<u8>>,
+    fields: &Fields<'_>,
+    ask: &Ask,
+    backend: &Backend,
+) -> Result<UpstreamResponse, ApiError> {
+    let cache = proxy.reasoning.as_ref();
+    let mend = match endpoint {
+        Endpoint::ChatCompletions => cache.mend_for(backend),
+        _ => Mend::Off,
+    };
+    let (body, restored) = upstream_body(fields, ask, backend, endpoint, cache, mend)?;
+    let post = |body| {
+        proxy
+            .upstream
+            .post_json(backend, endpoint.api_path(), request.headers(), body)
+    };
+    let response = post(body)?;
+    let status = response.status().as_u16();
+    if backend.reasoning_replay != ReasoningReplay::Auto || !matches!(status, 400 | 422) {
+        return Ok(response);
+    }
+    let (head, body) = response.into_parts();
+    let length = head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let raw = read_bounded(&mut body.into_reader(), length, &backend.name)?;
+    let lesson = if !reasoning::error_names_reasoning(&raw) {
+        None
+    } else if restored.lacking > 0 && mend == Mend::Own {
+        Some(Learned::Thinking)
+    } else if restored.added() {
+        Some(Learned::Rejects)
+    } else {
+        None
+    };
+    let Some(lesson) = lesson.filter(|l| cache.learn(&backend.name, *l)) else {
+        // Not about what the proxy did: the client gets the backend's answer as it was.
+        let body = ureq::Body::builder().data(raw);
+        return Ok(http::Response::from_parts(head, body));
+    };
+    match lesson {
+        Learned::Thinking => warn!(
+            "backend={:?} needs reasoning_content in tool-call turns (it answered {status} \
+             without it); treating it as a thinking model from now on and sending again",
+            backend.name
+        ),
+        Learned::Rejects => warn!(
+            "backend={:?} rejects reasoning_content (it answered {status}); sending histories \
+             to it as clients write them from now on, and this request again",
+            backend.name
+        ),
+    }
+    let (body, _) = upstream_body(fields, ask, backend, endpoint, cache, cache.mend_for(backend))?;
+    post(body)
 }
 
 /// Parses the body: a JSON object with a `model`.
@@ -205,30 +263,31 @@ fn parse<'a>(proxy: &Proxy, body: &'a [u8]) -> Result<(Fields<'a>, Ask), ApiErro
 }
 
 /// The body for one backend: its model id, `stream` forced when its `stream_mode` says so, and
-/// (chat) the message history mended for thinking models and quirks.
+/// (chat) the message history mended for thinking models and quirks as `mend` says; with what
+/// the mending did.
 fn upstream_body(
     fields: &Fields<'_>,
     ask: &Ask,
     backend: &Backend,
     endpoint: Endpoint,
     reasoning: &ReasoningCache,
-) -> Result<Vec<u8>, ApiError> {
+    mend: Mend,
+) -> Result<(Vec<u8>, Restored), ApiError> {
     let mut fields = fields.clone();
-    let mends_history = backend.reasoning_replay || backend.null_content_with_tool_calls;
+    let mut restored = Restored::default();
+    let mends_history = mend != Mend::Off || backend.null_content_with_tool_calls;
     if endpoint == Endpoint::ChatCompletions && mends_history {
         // Only histories with tool calls need it; the rest is copied as it came.
         let raw = fields
             .get("messages")
             .filter(|m| m.contains("\"tool_calls\""));
         if let Some(mut messages) = raw.and_then(|m| serde_json::from_str::<Vec<Value>>(m).ok()) {
-            if backend.reasoning_replay {
-                let restored = reasoning.restore(&mut messages, backend.reasoning_fallback);
-                if restored != Restored::default() {
-                    debug!(
-                        "backend={:?}: reasoning_content replayed into {} turn(s), fallback for {}",
-                        backend.name, restored.replayed, restored.fell_back
-                    );
-                }
+            restored = reasoning.restore(&mut messages, &backend.name, mend);
+            if restored.added() {
+                debug!(
+                    "backend={:?}: reasoning_content replayed into {} turn(s), fallback for {}",
+                    backend.name, restored.replayed, restored.fell_back
+                );
             }
             if backend.null_content_with_tool_calls {
                 reasoning::null_empty_content_with_tool_calls(&mut messages);
@@ -259,7 +318,7 @@ fn upstream_body(
             fields.remove("stream_options");
         }
     }
-    Ok(fields.to_vec())
+    Ok((fields.to_vec(), restored))
 }
 
 fn encode_error(e: serde_json::Error) -> ApiError {
@@ -338,7 +397,7 @@ fn answer(
             match result? {
                 Relay::Complete => {
                     if let (Some(cache), Some(capture)) = (reasoning, relayer.capture.take()) {
-                        cache.remember_reply(&capture.finish(&ask.model));
+                        cache.remember_reply(&capture.finish(&ask.model), &backend.name);
                     }
                     sink.finish()
                 }
@@ -349,7 +408,7 @@ fn answer(
             Ok(reply) => {
                 access.take_usage(&reply);
                 if let Some(cache) = reasoning {
-                    cache.remember_reply(&reply);
+                    cache.remember_reply(&reply, &backend.name);
                 }
                 headers.push(json_content_type());
                 let bytes = to_vec(&reply);
@@ -382,7 +441,7 @@ fn answer(
                 .then(|| serde_json::from_slice::<Value>(&raw).ok())
                 .flatten();
             if let (Some(cache), Some(reply)) = (reasoning, &reply) {
-                cache.remember_reply(reply);
+                cache.remember_reply(reply, &backend.name);
             }
             match reply {
                 Some(reply) if synthesize => {

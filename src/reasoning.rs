@@ -9,6 +9,11 @@
 //! backend's `reasoning_fallback` applies: insert an empty `reasoning_content`, or drop that
 //! turn's tool calls (and the tool results answering them).
 //!
+//! Strict backends (Mistral, Cerebras, older vLLM) reject a message field they do not know, so a
+//! backend gets a field it did not produce only when it is known to need it ([`Mend`]):
+//! replaying its own reasoning is always safe; the fallback is for known thinking backends,
+//! configured (`reasoning_replay: true`) or [`Learned`] while running.
+//!
 //! Bounded: at most [`MAX_ENTRIES`] turns and [`MAX_BYTES`] of reasoning, each kept [`TTL`].
 
 use std::collections::{HashMap, VecDeque};
@@ -17,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::config::ReasoningFallback;
+use crate::config::{Backend, ReasoningFallback, ReasoningReplay};
 
 pub const MAX_ENTRIES: usize = 4096;
 pub const MAX_BYTES: usize = 16 * 1024 * 1024;
@@ -26,6 +31,7 @@ pub const TTL: Duration = Duration::from_secs(24 * 3600);
 
 type Key = [u8; 32];
 
+/// Lives as long as the process: reloads keep what was remembered and learned.
 #[derive(Default)]
 pub struct ReasoningCache {
     inner: Mutex<Inner>,
@@ -33,10 +39,39 @@ pub struct ReasoningCache {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<Key, (String, Instant)>,
+    entries: HashMap<Key, Entry>,
     /// Insertion order, oldest first, for eviction.
     order: VecDeque<Key>,
     bytes: usize,
+    /// By backend name; bounded by the names configured (reloads included).
+    learned: HashMap<String, Learned>,
+}
+
+struct Entry {
+    reasoning: String,
+    /// The backend (entry name) that produced it.
+    producer: String,
+    at: Instant,
+}
+
+/// What a backend in `reasoning_replay: auto` has shown about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// It returned `reasoning_content` beside tool calls, or rejected a turn without it.
+    Thinking,
+    /// It rejected a `reasoning_content` the proxy had added.
+    Rejects,
+}
+
+/// What one request's history gets for one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mend {
+    /// Sent as the client wrote it.
+    Off,
+    /// Only reasoning this backend produced itself is put back.
+    Own,
+    /// Any remembered reasoning is put back; the fallback covers the rest.
+    All(ReasoningFallback),
 }
 
 /// What [`ReasoningCache::restore`] did to one request.
@@ -44,18 +79,50 @@ struct Inner {
 pub struct Restored {
     pub replayed: usize,
     pub fell_back: usize,
+    /// Assistant tool-call turns still without `reasoning_content`.
+    pub lacking: usize,
+}
+
+impl Restored {
+    /// Whether the history now holds a `reasoning_content` the client did not send.
+    pub fn added(&self) -> bool {
+        self.replayed > 0 || self.fell_back > 0
+    }
 }
 
 impl ReasoningCache {
-    /// Remembers the reasoning of each choice of a `chat.completion` that calls tools.
-    pub fn remember_reply(&self, reply: &Value) {
+    /// How `backend`'s histories are mended, from its setting and what it has shown.
+    pub fn mend_for(&self, backend: &Backend) -> Mend {
+        match backend.reasoning_replay {
+            ReasoningReplay::Off => Mend::Off,
+            ReasoningReplay::On => Mend::All(backend.reasoning_fallback),
+            ReasoningReplay::Auto => match self.learned(&backend.name) {
+                Some(Learned::Thinking) => Mend::All(backend.reasoning_fallback),
+                Some(Learned::Rejects) => Mend::Off,
+                None => Mend::Own,
+            },
+        }
+    }
+
+    pub fn learned(&self, backend: &str) -> Option<Learned> {
+        self.lock().learned.get(backend).copied()
+    }
+
+    /// Records what `backend` has shown; false when it was known already.
+    pub fn learn(&self, backend: &str, what: Learned) -> bool {
+        self.lock().learned.insert(backend.to_owned(), what) != Some(what)
+    }
+
+    /// Remembers the reasoning of each choice of a `chat.completion` from `backend` that calls
+    /// tools. Such a reply shows the backend thinks, unless it is known to reject the field.
+    pub fn remember_reply(&self, reply: &Value, backend: &str) {
         for choice in reply["choices"].as_array().into_iter().flatten() {
-            self.remember(&choice["message"]);
+            self.remember(&choice["message"], backend);
         }
     }
 
     /// Remembers one assistant message's reasoning, if it has tool calls and reasoning.
-    pub fn remember(&self, message: &Value) {
+    pub fn remember(&self, message: &Value, backend: &str) {
         let Some(reasoning) = message["reasoning_content"]
             .as_str()
             .filter(|r| !r.is_empty())
@@ -67,28 +134,38 @@ impl ReasoningCache {
             return;
         }
         let mut inner = self.lock();
-        if let Some((old, _)) = inner.entries.remove(&key) {
-            inner.bytes -= old.len();
+        if !inner.learned.contains_key(backend) {
+            inner
+                .learned
+                .insert(backend.to_owned(), Learned::Thinking);
+        }
+        if let Some(old) = inner.entries.remove(&key) {
+            inner.bytes -= old.reasoning.len();
             inner.order.retain(|k| *k != key);
         }
         inner.bytes += reasoning.len();
-        inner
-            .entries
-            .insert(key, (reasoning.to_owned(), Instant::now()));
+        inner.entries.insert(
+            key,
+            Entry {
+                reasoning: reasoning.to_owned(),
+                producer: backend.to_owned(),
+                at: Instant::now(),
+            },
+        );
         inner.order.push_back(key);
         while inner.entries.len() > MAX_ENTRIES || inner.bytes > MAX_BYTES {
             let Some(oldest) = inner.order.pop_front() else {
                 break;
             };
-            if let Some((old, _)) = inner.entries.remove(&oldest) {
-                inner.bytes -= old.len();
+            if let Some(old) = inner.entries.remove(&oldest) {
+                inner.bytes -= old.reasoning.len();
             }
         }
     }
 
-    /// Puts remembered reasoning back into assistant turns with tool calls that lack it;
-    /// applies `fallback` to those nothing is remembered for.
-    pub fn restore(&self, messages: &mut Vec<Value>, fallback: ReasoningFallback) -> Restored {
+    /// Puts remembered reasoning back into assistant turns with tool calls that lack it, as
+    /// `mend` allows for `backend`; applies the fallback to those nothing is remembered for.
+    pub fn restore(&self, messages: &mut Vec<Value>, backend: &str, mend: Mend) -> Restored {
         let mut restored = Restored::default();
         let mut dropped_calls: Vec<String> = Vec::new();
         for message in messages.iter_mut() {
@@ -96,13 +173,25 @@ impl ReasoningCache {
                 continue;
             }
             let Some(key) = key(message) else { continue };
-            if let Some(reasoning) = self.get(&key) {
+            let remembered = match mend {
+                Mend::Off => None,
+                Mend::Own => self.get(&key, Some(backend)),
+                Mend::All(_) => self.get(&key, None),
+            };
+            if let Some(reasoning) = remembered {
                 message["reasoning_content"] = Value::String(reasoning);
                 restored.replayed += 1;
                 continue;
             }
+            let Mend::All(fallback) = mend else {
+                restored.lacking += 1;
+                continue;
+            };
             match fallback {
-                ReasoningFallback::Keep => continue,
+                ReasoningFallback::Keep => {
+                    restored.lacking += 1;
+                    continue;
+                }
                 ReasoningFallback::Empty => {
                     message["reasoning_content"] = Value::String(String::new());
                 }
@@ -135,13 +224,16 @@ impl ReasoningCache {
         restored
     }
 
-    fn get(&self, key: &Key) -> Option<String> {
+    /// The reasoning remembered under `key`, if fresh and (with `producer`) from that backend.
+    fn get(&self, key: &Key, producer: Option<&str>) -> Option<String> {
         let mut inner = self.lock();
         match inner.entries.get(key) {
-            Some((reasoning, at)) if at.elapsed() < TTL => Some(reasoning.clone()),
+            Some(e) if e.at.elapsed() < TTL => producer
+                .is_none_or(|p| p == e.producer)
+                .then(|| e.reasoning.clone()),
             Some(_) => {
-                if let Some((old, _)) = inner.entries.remove(key) {
-                    inner.bytes -= old.len();
+                if let Some(old) = inner.entries.remove(key) {
+                    inner.bytes -= old.reasoning.len();
                 }
                 inner.order.retain(|k| k != key);
                 None
@@ -158,6 +250,13 @@ impl ReasoningCache {
     fn len(&self) -> usize {
         self.lock().entries.len()
     }
+}
+
+/// Whether a backend's error answer (400 or 422) is about `reasoning_content`: DeepSeek and Kimi
+/// name the field when it is missing, Mistral, Cerebras and vLLM when it is not allowed.
+pub fn error_names_reasoning(body: &[u8]) -> bool {
+    body.windows(b"reasoning_content".len())
+        .any(|w| w == b"reasoning_content")
 }
 
 fn has_reasoning(message: &Value) -> bool {
@@ -230,17 +329,20 @@ mod tests {
         ]
     }
 
+    const ALL_EMPTY: Mend = Mend::All(ReasoningFallback::Empty);
+
     #[test]
     fn remembered_reasoning_is_put_back_whatever_the_empty_content_looks_like() {
         let cache = ReasoningCache::default();
-        cache.remember(&turn(Some("I should call the tool."), json!("")));
+        cache.remember(&turn(Some("I should call the tool."), json!("")), "ds");
         let mut messages = history(turn(None, Value::Null));
-        let r = cache.restore(&mut messages, ReasoningFallback::Keep);
+        let r = cache.restore(&mut messages, "ds", Mend::All(ReasoningFallback::Keep));
         assert_eq!(
             r,
             Restored {
                 replayed: 1,
-                fell_back: 0
+                fell_back: 0,
+                lacking: 0
             }
         );
         assert_eq!(messages[1]["reasoning_content"], "I should call the tool.");
@@ -250,19 +352,64 @@ mod tests {
     fn fallbacks_insert_empty_or_strip_the_calls_and_their_results() {
         let cache = ReasoningCache::default();
         let mut messages = history(turn(None, Value::Null));
-        cache.restore(&mut messages, ReasoningFallback::Empty);
+        cache.restore(&mut messages, "ds", ALL_EMPTY);
         assert_eq!(messages[1]["reasoning_content"], "");
 
         let mut messages = history(turn(None, Value::Null));
-        let r = cache.restore(&mut messages, ReasoningFallback::Strip);
+        let r = cache.restore(&mut messages, "ds", Mend::All(ReasoningFallback::Strip));
         assert_eq!(r.fell_back, 1);
         assert_eq!(messages.len(), 2, "the tool result went with its call");
         assert!(messages[1].get("tool_calls").is_none());
         assert_eq!(messages[1]["content"], "");
 
         let mut messages = history(turn(None, Value::Null));
-        cache.restore(&mut messages, ReasoningFallback::Keep);
+        let r = cache.restore(&mut messages, "ds", Mend::All(ReasoningFallback::Keep));
         assert!(messages[1].get("reasoning_content").is_none());
+        assert_eq!(r.lacking, 1);
+    }
+
+    #[test]
+    fn an_unknown_backend_gets_only_its_own_reasoning_and_no_fallback() {
+        let cache = ReasoningCache::default();
+        cache.remember(&turn(Some("deepseek's thought"), Value::Null), "ds");
+        let mut messages = history(turn(None, Value::Null));
+        let r = cache.restore(&mut messages, "mistral", Mend::Own);
+        assert_eq!(r, Restored { replayed: 0, fell_back: 0, lacking: 1 });
+        assert!(messages[1].get("reasoning_content").is_none());
+        let r = cache.restore(&mut messages, "ds", Mend::Own);
+        assert_eq!(r.replayed, 1);
+        assert_eq!(messages[1]["reasoning_content"], "deepseek's thought");
+        let mut messages = history(turn(None, Value::Null));
+        assert_eq!(cache.restore(&mut messages, "ds", Mend::Off).replayed, 0);
+    }
+
+    #[test]
+    fn backends_are_learned_from_replies_and_errors() {
+        let cache = ReasoningCache::default();
+        let backend = |replay| {
+            let mut b = crate::config::Config::from_yaml(
+                "apis: [{name: b, endpoint: \"http://x\", custom_model_id: m}]",
+                std::path::Path::new("."),
+            )
+            .unwrap()
+            .backends
+            .remove(0);
+            b.reasoning_replay = replay;
+            b
+        };
+        let auto = backend(ReasoningReplay::Auto);
+        assert_eq!(cache.mend_for(&auto), Mend::Own);
+        cache.remember(&turn(Some("thought"), Value::Null), "b");
+        assert_eq!(cache.mend_for(&auto), ALL_EMPTY, "it returned reasoning");
+        assert!(cache.learn("b", Learned::Rejects));
+        assert!(!cache.learn("b", Learned::Rejects), "known already");
+        assert_eq!(cache.mend_for(&auto), Mend::Off);
+        cache.remember(&turn(Some("again"), json!("x")), "b");
+        assert_eq!(cache.learned("b"), Some(Learned::Rejects), "a reply does not undo it");
+        assert_eq!(cache.mend_for(&backend(ReasoningReplay::On)), ALL_EMPTY);
+        assert_eq!(cache.mend_for(&backend(ReasoningReplay::Off)), Mend::Off);
+        assert!(error_names_reasoning(br#"{"loc":["messages",1,"reasoning_content"]}"#));
+        assert!(!error_names_reasoning(br#"{"error":"bad tools"}"#));
     }
 
     #[test]
@@ -274,7 +421,7 @@ mod tests {
         ];
         let before = messages.clone();
         assert_eq!(
-            cache.restore(&mut messages, ReasoningFallback::Empty),
+            cache.restore(&mut messages, "ds", ALL_EMPTY),
             Restored::default()
         );
         assert_eq!(messages, before);
@@ -286,12 +433,12 @@ mod tests {
         for i in 0..(MAX_ENTRIES + 10) {
             let mut m = turn(Some("r"), Value::Null);
             m["tool_calls"][0]["id"] = json!(format!("call_{i}"));
-            cache.remember(&m);
+            cache.remember(&m, "ds");
         }
         assert_eq!(cache.len(), MAX_ENTRIES);
         let big = "x".repeat(MAX_BYTES / 2 + 1);
-        cache.remember(&turn(Some(&big), json!("a")));
-        cache.remember(&turn(Some(&big), json!("b")));
+        cache.remember(&turn(Some(&big), json!("a")), "ds");
+        cache.remember(&turn(Some(&big), json!("b")), "ds");
         assert!(cache.lock().bytes <= MAX_BYTES);
     }
 

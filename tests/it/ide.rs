@@ -96,20 +96,50 @@ fn remembered_reasoning_is_replayed_for_streamed_and_plain_first_turns() {
     }
 }
 
+/// A history whose tool-call turn carries no `reasoning_content` and that this proxy has never
+/// seen (another proxy's, or from before a restart).
+fn foreign_history() -> Value {
+    json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_old", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_old", "content": "rain"}
+    ])
+}
+
 #[test]
-fn after_a_restart_the_fallback_policy_applies() {
-    // Empty: the turn gets reasoning_content "".
+fn after_a_restart_a_thinking_backend_is_learned_from_its_error_and_the_fallback_applies() {
+    // Empty (the default fallback): the backend's 400 naming reasoning_content teaches the
+    // proxy that it thinks; the request is sent again with reasoning_content "".
     let mock = Mock::start();
-    let proxy = thinking_proxy(&mock, ", reasoning_fallback: empty");
-    let user = json!({"role": "user", "content": "Weather in Paris?"});
-    let turn = json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_old", "type": "function",
-        "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}]});
-    let tool = json!({"role": "tool", "tool_call_id": "call_old", "content": "rain"});
+    let proxy = thinking_proxy(&mock, "");
     let r = post(
         &proxy,
-        &json!({"model": "think", "messages": [user, turn, tool]}),
+        &json!({"model": "think", "messages": foreign_history()}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
+    let sent = mock.requests();
+    assert_eq!(sent.len(), 2, "learned from the first answer, then sent again");
+    assert!(sent[0].json()["messages"][1].get("reasoning_content").is_none());
+    assert_eq!(sent[1].json()["messages"][1]["reasoning_content"], "");
+    // Learned once: the next such request goes out mended at once.
+    let r = post(
+        &proxy,
+        &json!({"model": "think", "messages": foreign_history()}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(mock.requests().len(), 3);
+    assert!(proxy.log().contains("needs reasoning_content"), "{}", proxy.log());
+
+    // Configured as thinking (reasoning_replay: true): mended from the first request.
+    let mock = Mock::start();
+    let proxy = thinking_proxy(&mock, ", reasoning_replay: true");
+    let r = post(
+        &proxy,
+        &json!({"model": "think", "messages": foreign_history()}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(mock.requests().len(), 1);
     assert_eq!(
         mock.requests()[0].json()["messages"][1]["reasoning_content"],
         ""
@@ -117,16 +147,106 @@ fn after_a_restart_the_fallback_policy_applies() {
 
     // Strip: the unknown tool-call turn and its result are dropped.
     let mock = Mock::start();
-    let proxy = thinking_proxy(&mock, ", reasoning_fallback: strip");
+    let proxy = thinking_proxy(&mock, ", reasoning_replay: true, reasoning_fallback: strip");
     let r = post(
         &proxy,
-        &json!({"model": "think", "messages": [user, turn, tool]}),
+        &json!({"model": "think", "messages": foreign_history()}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let sent = mock.requests()[0].json();
     let messages = sent["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2, "{sent}");
     assert!(messages[1].get("tool_calls").is_none());
+}
+
+fn strict_proxy(mock: &Mock) -> Proxy {
+    let apis = format!(
+        "  - {{name: mistral, endpoint: \"{}\", custom_model_id: mistral-large, target_model_id: strict}}\n  \
+         - {{name: old-vllm, endpoint: \"{}\", custom_model_id: qwq, target_model_id: strict-reasoning}}",
+        mock.url(),
+        mock.url()
+    );
+    Proxy::start(&config_yaml("", &apis, ""))
+}
+
+/// Both turns of the tool loop in the same mode, as an agent does; the second answer's text.
+fn agent_loop(proxy: &Proxy, model: &str, stream: bool) -> String {
+    let user = json!({"role": "user", "content": "Weather in Paris?"});
+    let tools: Value = serde_json::from_str(TOOLS).unwrap();
+    let first = post(
+        proxy,
+        &json!({"model": model, "stream": stream, "tools": tools, "messages": [user]}),
+    );
+    assert_eq!(first.status, 200, "{}", first.text());
+    let mut turn = assistant_turn(&first, stream);
+    turn.as_object_mut().unwrap().remove("reasoning_content");
+    assert_eq!(turn["tool_calls"][0]["id"], "call_w1", "{turn}");
+    let tool = json!({"role": "tool", "tool_call_id": "call_w1", "content": "sunny, 24°C"});
+    let second = post(
+        proxy,
+        &json!({"model": model, "stream": stream, "tools": tools, "messages": [user, turn, tool]}),
+    );
+    assert_eq!(second.status, 200, "stream={stream}: {}", second.text());
+    if stream {
+        assistant_turn(&second, true)["content"].as_str().unwrap().to_owned()
+    } else {
+        second.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+#[test]
+fn a_strict_backend_never_gets_a_field_it_did_not_produce() {
+    // Mistral and Cerebras answer 422/400 for reasoning_content; the default must not add it.
+    for stream in [false, true] {
+        let mock = Mock::start();
+        let proxy = strict_proxy(&mock);
+        assert_eq!(
+            agent_loop(&proxy, "mistral-large", stream),
+            "It is sunny in Paris."
+        );
+        let sent = mock.requests();
+        assert_eq!(sent.len(), 2, "stream={stream}: no retry needed");
+        for request in &sent {
+            assert!(
+                !String::from_utf8_lossy(&request.body).contains("reasoning_content"),
+                "stream={stream}: {}",
+                String::from_utf8_lossy(&request.body)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_backend_that_returns_reasoning_but_rejects_it_back_is_learned_and_served() {
+    // Older vLLM with a reasoning parser: replies carry reasoning_content, requests may not.
+    for stream in [false, true] {
+        let mock = Mock::start();
+        let proxy = strict_proxy(&mock);
+        assert_eq!(agent_loop(&proxy, "qwq", stream), "It is sunny in Paris.");
+        let sent = mock.requests();
+        assert_eq!(sent.len(), 3, "stream={stream}: one rejected replay, sent again");
+        assert!(String::from_utf8_lossy(&sent[1].body).contains("reasoning_content"));
+        assert!(!String::from_utf8_lossy(&sent[2].body).contains("reasoning_content"));
+        assert!(proxy.log().contains("rejects reasoning_content"), "{}", proxy.log());
+    }
+}
+
+#[test]
+fn the_thinking_backend_loop_passes_plain_and_streamed() {
+    for stream in [false, true] {
+        let mock = Mock::start();
+        let proxy = thinking_proxy(&mock, "");
+        assert_eq!(agent_loop(&proxy, "think", stream), "It is sunny in Paris.");
+        let sent = mock.requests();
+        assert_eq!(sent.len(), 2, "stream={stream}: the cache replays, no retry");
+        assert_eq!(
+            sent[1].json()["messages"][1]["reasoning_content"],
+            "I need the weather tool for Paris."
+        );
+    }
 }
 
 #[test]

@@ -21,6 +21,11 @@
 //!   `reasoning_content` and a tool call, a tool result with the final answer; and, like the real
 //!   one, answers 400 when a tool-call turn in the history lacks its `reasoning_content`.
 //! - `kimi-strict`: as `thinking`, and also 400 for `content: ""` beside tool calls (Kimi).
+//! - `strict`: the same weather tool loop from a backend that returns no reasoning and, like
+//!   Mistral, answers 422 `extra_forbidden` for any message field it does not know
+//!   (`reasoning_content` among them).
+//! - `strict-reasoning`: as `strict`, but its replies carry `reasoning_content` (an older vLLM
+//!   with a reasoning parser: it returns the field and rejects it back).
 //!
 //! Other paths (`/v1/embeddings`, `/v1/responses`, `/v1/audio/speech`, ...) get a small reply of
 //! their kind; `status-*` models work there too. Any other model behaves as `chat`.
@@ -204,6 +209,9 @@ fn serve<S: Read + Write>(conn: S, recorded: &Mutex<Vec<Recorded>>) {
         let include_usage = body["stream_options"]["include_usage"] == json!(true);
         let keep_going = match model.as_str() {
             "thinking" | "kimi-strict" => thinking(writer, &body, model == "kimi-strict", stream),
+            "strict" | "strict-reasoning" => {
+                strict(writer, &body, model == "strict-reasoning", stream)
+            }
             m if !m.starts_with("status-") && request.path != "/v1/chat/completions" => {
                 other_endpoint(writer, &request.path, stream)
             }
@@ -329,6 +337,43 @@ fn thinking<W: Write>(w: &mut W, body: &Value, kimi: bool, stream: bool) -> bool
                "tool_calls": [{"id": "call_w1", "type": "function",
                                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]})
     };
+    weather_answer(w, message, after_tool, stream)
+}
+
+/// A Mistral-like backend: no reasoning, and 422 for any message field it does not know.
+fn strict<W: Write>(w: &mut W, body: &Value, reasons: bool, stream: bool) -> bool {
+    const KNOWN: &[&str] = &["role", "content", "name", "tool_calls", "tool_call_id", "prefix"];
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    for (i, m) in messages.iter().enumerate() {
+        let role = m["role"].as_str().unwrap_or("");
+        for key in m.as_object().into_iter().flat_map(|o| o.keys()) {
+            if !KNOWN.contains(&key.as_str()) {
+                let detail = json!({"object": "error", "type": "invalid_request_message_error",
+                    "message": {"detail": [{"type": "extra_forbidden",
+                        "loc": ["body", "messages", i, role, key],
+                        "msg": "Extra inputs are not permitted", "input": m[key]}]},
+                    "param": null, "code": null});
+                return send_json(w, 422, &[], &detail);
+            }
+        }
+    }
+    let after_tool = messages.last().is_some_and(|m| m["role"] == "tool");
+    let mut message = if after_tool {
+        json!({"role": "assistant", "content": "It is sunny in Paris."})
+    } else {
+        json!({"role": "assistant", "content": "",
+               "tool_calls": [{"id": "call_w1", "type": "function",
+                               "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]})
+    };
+    if reasons {
+        message["reasoning_content"] = json!("Let me think about Paris.");
+    }
+    weather_answer(w, message, after_tool, stream)
+}
+
+/// The weather loop's reply, as JSON or streamed with reasoning, content and the call split
+/// into chunks.
+fn weather_answer<W: Write>(w: &mut W, message: Value, after_tool: bool, stream: bool) -> bool {
     let finish = if after_tool { "stop" } else { "tool_calls" };
     if !stream {
         return send_json(
@@ -350,13 +395,12 @@ fn thinking<W: Write>(w: &mut W, body: &Value, kimi: bool, stream: bool) -> bool
         json!({"id": "chatcmpl-think", "object": "chat.completion.chunk", "created": 1, "model": "deepseek-reasoner",
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
-    let reasoning = message["reasoning_content"].as_str().unwrap_or_default();
-    let (a, b) = reasoning.split_at(reasoning.len() / 2);
-    let mut chunks = vec![
-        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-        chunk(json!({"reasoning_content": a}), Value::Null),
-        chunk(json!({"reasoning_content": b}), Value::Null),
-    ];
+    let mut chunks = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    if let Some(reasoning) = message["reasoning_content"].as_str() {
+        let (a, b) = reasoning.split_at(reasoning.len() / 2);
+        chunks.push(chunk(json!({"reasoning_content": a}), Value::Null));
+        chunks.push(chunk(json!({"reasoning_content": b}), Value::Null));
+    }
     if let Some(content) = message["content"].as_str().filter(|c| !c.is_empty()) {
         chunks.push(chunk(json!({"content": content}), Value::Null));
     }
