@@ -222,7 +222,14 @@ fn send(
             backend.name
         ),
     }
-    let (body, _) = upstream_body(fields, ask, backend, endpoint, cache, cache.mend_for(backend))?;
+    let (body, _) = upstream_body(
+        fields,
+        ask,
+        backend,
+        endpoint,
+        cache,
+        cache.mend_for(backend),
+    )?;
     post(body)
 }
 

@@ -135,9 +135,7 @@ impl ReasoningCache {
         }
         let mut inner = self.lock();
         if !inner.learned.contains_key(backend) {
-            inner
-                .learned
-                .insert(backend.to_owned(), Learned::Thinking);
+            inner.learned.insert(backend.to_owned(), Learned::Thinking);
         }
         if let Some(old) = inner.entries.remove(&key) {
             inner.bytes -= old.reasoning.len();
@@ -374,7 +372,14 @@ mod tests {
         cache.remember(&turn(Some("deepseek's thought"), Value::Null), "ds");
         let mut messages = history(turn(None, Value::Null));
         let r = cache.restore(&mut messages, "mistral", Mend::Own);
-        assert_eq!(r, Restored { replayed: 0, fell_back: 0, lacking: 1 });
+        assert_eq!(
+            r,
+            Restored {
+                replayed: 0,
+                fell_back: 0,
+                lacking: 1
+            }
+        );
         assert!(messages[1].get("reasoning_content").is_none());
         let r = cache.restore(&mut messages, "ds", Mend::Own);
         assert_eq!(r.replayed, 1);
@@ -405,10 +410,16 @@ mod tests {
         assert!(!cache.learn("b", Learned::Rejects), "known already");
         assert_eq!(cache.mend_for(&auto), Mend::Off);
         cache.remember(&turn(Some("again"), json!("x")), "b");
-        assert_eq!(cache.learned("b"), Some(Learned::Rejects), "a reply does not undo it");
+        assert_eq!(
+            cache.learned("b"),
+            Some(Learned::Rejects),
+            "a reply does not undo it"
+        );
         assert_eq!(cache.mend_for(&backend(ReasoningReplay::On)), ALL_EMPTY);
         assert_eq!(cache.mend_for(&backend(ReasoningReplay::Off)), Mend::Off);
-        assert!(error_names_reasoning(br#"{"loc":["messages",1,"reasoning_content"]}"#));
+        assert!(error_names_reasoning(
+            br#"{"loc":["messages",1,"reasoning_content"]}"#
+        ));
         assert!(!error_names_reasoning(br#"{"error":"bad tools"}"#));
     }
 

@@ -1,6 +1,6 @@
-//! The rustls server configuration: ring provider, TLS 1.2 and 1.3, ALPN `http/1.1`, and a
-//! certificate resolver whose certificate can be swapped while the server runs (renewal, reload)
-//! without touching connections already established.
+//! The rustls server configuration: ring provider, TLS 1.2 and 1.3, ALPN `http/1.1` and
+//! `http/1.0`, and a certificate resolver whose certificate can be swapped while the server runs
+//! (renewal, reload) without touching connections already established.
 
 use std::sync::{Arc, RwLock};
 
@@ -69,7 +69,9 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, E
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    // We speak HTTP/1.1 only; clients offering h2 and http/1.1 pick http/1.1.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // We speak HTTP/1.1 and 1.0. rustls picks the first of ours the client offers, so a client
+    // offering h2 and http/1.1 gets http/1.1, and one offering only http/1.0 (curl --http1.0)
+    // gets that rather than a handshake failure.
+    config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     Ok(Arc::new(config))
 }

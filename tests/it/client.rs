@@ -31,17 +31,35 @@ pub fn tls_config(ca: &Path) -> Arc<ClientConfig> {
 
 /// Connects and completes the handshake as `name` (e.g. "api.openai.com" or "127.0.0.1").
 pub fn connect_as(port: u16, ca: &Path, name: &str) -> Tls {
+    connect_with(port, tls_config(ca), name).unwrap()
+}
+
+/// Connects offering these ALPN protocols; the handshake's error if it fails.
+pub fn connect_alpn(port: u16, ca: &Path, protocols: &[&str]) -> Result<Tls, rustls::Error> {
+    let mut config = (*tls_config(ca)).clone();
+    config.alpn_protocols = protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
+    connect_with(port, Arc::new(config), "api.openai.com")
+}
+
+fn connect_with(port: u16, config: Arc<ClientConfig>, name: &str) -> Result<Tls, rustls::Error> {
     let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     sock.set_nodelay(true).unwrap();
     let server_name = ServerName::try_from(name.to_owned()).unwrap();
-    let conn = ClientConnection::new(tls_config(ca), server_name).unwrap();
+    let conn = ClientConnection::new(config, server_name).unwrap();
     let mut tls = StreamOwned::new(conn, sock);
     while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).unwrap();
+        if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
+            return Err(e
+                .into_inner()
+                .and_then(|inner| inner.downcast::<rustls::Error>().ok())
+                .map_or(rustls::Error::General("handshake I/O failed".into()), |e| {
+                    *e
+                }));
+        }
     }
-    tls
+    Ok(tls)
 }
 
 pub fn connect(port: u16, ca: &Path) -> Tls {

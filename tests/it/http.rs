@@ -5,7 +5,9 @@ use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::client::{chat_request, connect, connect_as, get_request, read_response, roundtrip};
+use crate::client::{
+    chat_request, connect, connect_alpn, connect_as, get_request, read_response, roundtrip,
+};
 use crate::setup;
 
 #[test]
@@ -227,6 +229,33 @@ fn garbage_instead_of_tls_is_dropped_and_the_server_keeps_serving() {
         roundtrip(proxy.port, &proxy.ca_path(), &get_request("/v1/models")).status,
         200
     );
+}
+
+#[test]
+fn alpn_serves_http_1_0_only_clients_and_picks_http_1_1_over_h2() {
+    // curl --http1.0 offers only "http/1.0"; refusing it was a handshake failure.
+    let (_mock, proxy) = setup();
+    let mut tls = connect_alpn(proxy.port, &proxy.ca_path(), &["http/1.0"]).unwrap();
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.0"[..]));
+    tls.write_all(b"GET /v1/models HTTP/1.0\r\nHost: api.openai.com\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut BufReader::new(tls)).unwrap();
+    assert_eq!((r.version.as_str(), r.status), ("HTTP/1.0", 200));
+    assert_eq!(r.json()["object"], "list");
+    for offer in [
+        &["h2", "http/1.1"][..],
+        &["http/1.1", "http/1.0"],
+        &["h2", "http/1.0", "http/1.1"],
+    ] {
+        let tls = connect_alpn(proxy.port, &proxy.ca_path(), offer).unwrap();
+        assert_eq!(
+            tls.conn.alpn_protocol(),
+            Some(&b"http/1.1"[..]),
+            "{offer:?}"
+        );
+    }
+    // Only h2: no protocol in common, refused as before (RFC 7301 section 3.2).
+    assert!(connect_alpn(proxy.port, &proxy.ca_path(), &["h2"]).is_err());
 }
 
 #[test]

@@ -119,8 +119,16 @@ fn after_a_restart_a_thinking_backend_is_learned_from_its_error_and_the_fallback
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let sent = mock.requests();
-    assert_eq!(sent.len(), 2, "learned from the first answer, then sent again");
-    assert!(sent[0].json()["messages"][1].get("reasoning_content").is_none());
+    assert_eq!(
+        sent.len(),
+        2,
+        "learned from the first answer, then sent again"
+    );
+    assert!(
+        sent[0].json()["messages"][1]
+            .get("reasoning_content")
+            .is_none()
+    );
     assert_eq!(sent[1].json()["messages"][1]["reasoning_content"], "");
     // Learned once: the next such request goes out mended at once.
     let r = post(
@@ -129,7 +137,11 @@ fn after_a_restart_a_thinking_backend_is_learned_from_its_error_and_the_fallback
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(mock.requests().len(), 3);
-    assert!(proxy.log().contains("needs reasoning_content"), "{}", proxy.log());
+    assert!(
+        proxy.log().contains("needs reasoning_content"),
+        "{}",
+        proxy.log()
+    );
 
     // Configured as thinking (reasoning_replay: true): mended from the first request.
     let mock = Mock::start();
@@ -188,7 +200,10 @@ fn agent_loop(proxy: &Proxy, model: &str, stream: bool) -> String {
     );
     assert_eq!(second.status, 200, "stream={stream}: {}", second.text());
     if stream {
-        assistant_turn(&second, true)["content"].as_str().unwrap().to_owned()
+        assistant_turn(&second, true)["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     } else {
         second.json()["choices"][0]["message"]["content"]
             .as_str()
@@ -227,10 +242,18 @@ fn a_backend_that_returns_reasoning_but_rejects_it_back_is_learned_and_served() 
         let proxy = strict_proxy(&mock);
         assert_eq!(agent_loop(&proxy, "qwq", stream), "It is sunny in Paris.");
         let sent = mock.requests();
-        assert_eq!(sent.len(), 3, "stream={stream}: one rejected replay, sent again");
+        assert_eq!(
+            sent.len(),
+            3,
+            "stream={stream}: one rejected replay, sent again"
+        );
         assert!(String::from_utf8_lossy(&sent[1].body).contains("reasoning_content"));
         assert!(!String::from_utf8_lossy(&sent[2].body).contains("reasoning_content"));
-        assert!(proxy.log().contains("rejects reasoning_content"), "{}", proxy.log());
+        assert!(
+            proxy.log().contains("rejects reasoning_content"),
+            "{}",
+            proxy.log()
+        );
     }
 }
 
@@ -241,7 +264,11 @@ fn the_thinking_backend_loop_passes_plain_and_streamed() {
         let proxy = thinking_proxy(&mock, "");
         assert_eq!(agent_loop(&proxy, "think", stream), "It is sunny in Paris.");
         let sent = mock.requests();
-        assert_eq!(sent.len(), 2, "stream={stream}: the cache replays, no retry");
+        assert_eq!(
+            sent.len(),
+            2,
+            "stream={stream}: the cache replays, no retry"
+        );
         assert_eq!(
             sent[1].json()["messages"][1]["reasoning_content"],
             "I need the weather tool for Paris."

@@ -342,7 +342,14 @@ fn thinking<W: Write>(w: &mut W, body: &Value, kimi: bool, stream: bool) -> bool
 
 /// A Mistral-like backend: no reasoning, and 422 for any message field it does not know.
 fn strict<W: Write>(w: &mut W, body: &Value, reasons: bool, stream: bool) -> bool {
-    const KNOWN: &[&str] = &["role", "content", "name", "tool_calls", "tool_call_id", "prefix"];
+    const KNOWN: &[&str] = &[
+        "role",
+        "content",
+        "name",
+        "tool_calls",
+        "tool_call_id",
+        "prefix",
+    ];
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
     for (i, m) in messages.iter().enumerate() {
         let role = m["role"].as_str().unwrap_or("");
@@ -395,7 +402,10 @@ fn weather_answer<W: Write>(w: &mut W, message: Value, after_tool: bool, stream:
         json!({"id": "chatcmpl-think", "object": "chat.completion.chunk", "created": 1, "model": "deepseek-reasoner",
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
-    let mut chunks = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut chunks = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     if let Some(reasoning) = message["reasoning_content"].as_str() {
         let (a, b) = reasoning.split_at(reasoning.len() / 2);
         chunks.push(chunk(json!({"reasoning_content": a}), Value::Null));
