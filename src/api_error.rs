@@ -59,6 +59,18 @@ impl ApiError {
         )
     }
 
+    /// A WebSocket upgrade: we speak plain HTTP only. Codex CLI tries a WebSocket to
+    /// `/v1/responses` first and falls back to HTTP at once on 426 (it retries anything else
+    /// with back-off, seconds per session).
+    pub fn websocket_not_supported() -> Self {
+        ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "invalid_request_error",
+            "websocket_not_supported",
+            "this proxy does not relay WebSockets; send the request over HTTP".to_owned(),
+        )
+    }
+
     pub fn body_too_large(limit: u64) -> Self {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -85,6 +85,12 @@ impl Proxy {
                 full.as_str()
             }
         };
+        if is_websocket_upgrade(request.headers()) {
+            // No Upgrade header in the 426 (RFC 9110 section 15.5.22 wants the protocol to
+            // switch to): there is none, the answer means "stay on HTTP", and Codex reads only
+            // the status. The connection closes: its client expected to leave HTTP on it.
+            return access.error(responder.closing(), &ApiError::websocket_not_supported());
+        }
         if let Err(e) = self.access_keys.check(request.headers()) {
             return access.error(responder, &e);
         }
@@ -305,6 +311,15 @@ impl Access {
             if completed { "" } else { " aborted=client" },
         );
     }
+}
+
+/// `Upgrade: websocket` (the token anywhere in the list, any case).
+fn is_websocket_upgrade(headers: &http::HeaderMap) -> bool {
+    headers.get_all(header::UPGRADE).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+    })
 }
 
 /// `%XX` sequences decoded (model ids such as `qwen/qwen3` arrive as `qwen%2Fqwen3`); anything

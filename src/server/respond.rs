@@ -85,6 +85,12 @@ impl<'a> Responder<'a> {
         }
     }
 
+    /// Closes the connection after this response (`Connection: close`).
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
     /// Which listener the request came in on.
     pub fn transport(&self) -> Transport {
         self.transport

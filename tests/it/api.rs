@@ -71,6 +71,52 @@ fn unknown_paths_are_404_and_wrong_methods_405_in_openai_shape() {
     assert_eq!(r.header("allow"), Some("GET"));
 }
 
+/// Codex CLI's default transport: a WebSocket to /v1/responses before falling back to HTTP.
+fn websocket_upgrade(path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: api.openai.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: Bearer sk-test\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn websocket_upgrades_get_426_and_close_on_every_listener_so_codex_falls_back_at_once() {
+    use std::io::{BufReader, Read, Write};
+    let mock = crate::Mock::start();
+    let proxy = crate::Proxy::start(&crate::config_yaml(
+        &mock.url(),
+        &crate::standard_apis(),
+        "  http_bind: 127.0.0.1:0\n",
+    ));
+    // TLS: Codex retries a 405 with back-off for seconds; a 426 makes it use HTTP at once.
+    let mut tls = crate::client::connect(proxy.port, &proxy.ca_path());
+    tls.write_all(&websocket_upgrade("/v1/responses")).unwrap();
+    let mut reader = BufReader::new(tls);
+    let r = crate::client::read_response(&mut reader).unwrap();
+    assert_eq!(r.status, 426, "{}", r.text());
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(r.json()["error"]["code"], "websocket_not_supported");
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "closed after the 426");
+
+    // The plain-HTTP listener (base-URL mode) answers the same.
+    let port = proxy.logged_port("plain-HTTP listener");
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.write_all(&websocket_upgrade("/v1/responses")).unwrap();
+    let r = crate::client::read_response(&mut BufReader::new(sock)).unwrap();
+    assert_eq!(r.status, 426);
+    assert_eq!(r.header("connection"), Some("close"));
+
+    // An ordinary GET keeps its 405, and nothing went upstream.
+    let r = roundtrip(proxy.port, &proxy.ca_path(), &get_request("/v1/responses"));
+    assert_eq!(r.status, 405);
+    assert!(mock.requests().is_empty());
+}
+
 #[test]
 fn unknown_model_is_404_listing_models_and_nothing_goes_upstream() {
     let (mock, proxy) = setup();
