@@ -71,9 +71,9 @@ pub struct CheckArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "api")]
 pub struct ApiArgs {
-    /// config file (default: ./config.yaml)
-    #[argh(option, short = 'c', default = "default_config()")]
-    pub config: PathBuf,
+    /// config file (default: ./config.yaml); also accepted after the action
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
 
     #[argh(subcommand)]
     pub action: ApiAction,
@@ -93,12 +93,19 @@ pub enum ApiAction {
 /// List the entries, numbered from 1.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
-pub struct ApiList {}
+pub struct ApiList {
+    /// config file (default: ./config.yaml); also accepted before the action
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
 
 /// Add an entry.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "add")]
 pub struct ApiAdd {
+    /// config file (default: ./config.yaml); also accepted before the action
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
     /// unique name, used in logs and errors
     #[argh(option)]
     pub name: String,
@@ -129,6 +136,9 @@ pub struct ApiAdd {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "update")]
 pub struct ApiUpdate {
+    /// config file (default: ./config.yaml); also accepted before the action
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
     /// the entry: its name, or its number as `api list` shows it
     #[argh(positional)]
     pub entry: String,
@@ -159,6 +169,9 @@ pub struct ApiUpdate {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "remove")]
 pub struct ApiRemove {
+    /// config file (default: ./config.yaml); also accepted before the action
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
     /// the entry: its name, or its number as `api list` shows it
     #[argh(positional)]
     pub entry: String,
@@ -168,6 +181,9 @@ pub struct ApiRemove {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "enable")]
 pub struct ApiEnable {
+    /// config file (default: ./config.yaml); also accepted before the action
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
     /// the entry: its name, or its number as `api list` shows it
     #[argh(positional)]
     pub entry: String,
@@ -180,6 +196,9 @@ pub struct ApiEnable {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "disable")]
 pub struct ApiDisable {
+    /// config file (default: ./config.yaml); also accepted before the action
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
     /// the entry: its name, or its number as `api list` shows it
     #[argh(positional)]
     pub entry: String,
@@ -189,9 +208,9 @@ pub struct ApiDisable {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "domain")]
 pub struct DomainArgs {
-    /// config file (default: ./config.yaml)
-    #[argh(option, short = 'c', default = "default_config()")]
-    pub config: PathBuf,
+    /// config file (default: ./config.yaml); also accepted after the action
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
 
     #[argh(subcommand)]
     pub action: DomainAction,
@@ -207,6 +226,9 @@ pub enum DomainAction {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "set")]
 pub struct DomainSet {
+    /// config file (default: ./config.yaml); also accepted before the action
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
     /// the new host name, e.g. api.openai.com
     #[argh(positional)]
     pub name: String,
@@ -216,9 +238,9 @@ pub struct DomainSet {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "certs")]
 pub struct CertsArgs {
-    /// config file (default: ./config.yaml)
-    #[argh(option, short = 'c', default = "default_config()")]
-    pub config: PathBuf,
+    /// config file (default: ./config.yaml); also accepted after the action
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
 
     #[argh(subcommand)]
     pub action: Option<CertsAction>,
@@ -236,22 +258,38 @@ pub enum CertsAction {
 /// Issue a new server certificate from the existing CA.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "renew")]
-pub struct CertsRenew {}
+pub struct CertsRenew {
+    /// config file (default: ./config.yaml); also accepted before the action
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
 
 /// Replace the CA (every client must then trust the new one) and issue a new certificate.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "new-ca")]
-pub struct CertsNewCa {}
+pub struct CertsNewCa {
+    /// config file (default: ./config.yaml); also accepted before the action
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
 
 /// Show subject, names, validity, fingerprints and days left of the CA and the certificate.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "show")]
-pub struct CertsShow {}
+pub struct CertsShow {
+    /// config file (default: ./config.yaml); also accepted before the action
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
 
 /// Print the steps to trust the CA on Windows, macOS, Linux and Firefox.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "trust-help")]
-pub struct CertsTrustHelp {}
+pub struct CertsTrustHelp {
+    /// config file (default: ./config.yaml); also accepted before the action
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
 
 /// Check, from a client machine, that everything between it and the backends works.
 #[derive(FromArgs, Debug)]
@@ -278,9 +316,12 @@ pub struct DoctorArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "mock")]
 pub struct MockArgs {
+    /// listen where this config file's first local http:// endpoint points (instead of --port)
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
     /// port to listen on (default 8000)
-    #[argh(option, default = "8000")]
-    pub port: u16,
+    #[argh(option)]
+    pub port: Option<u16>,
     /// address to listen on (default 127.0.0.1)
     #[argh(option, default = "IpAddr::from([127, 0, 0, 1])")]
     pub bind: IpAddr,
@@ -290,4 +331,53 @@ pub struct MockArgs {
     /// pace of streamed tokens (default 50; 0 sends them at once)
     #[argh(option, default = "50")]
     pub tokens_per_second: u32,
+}
+
+/// The config file of a command whose `--config` may come before or after its action
+/// (`api --config F list` and `api list --config F`): the one given, or ./config.yaml. Given in
+/// both places, it must name the same file.
+fn either_config(before: Option<&PathBuf>, after: Option<&PathBuf>) -> Result<PathBuf, String> {
+    match (before, after) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "--config given twice, as {} and {}",
+            a.display(),
+            b.display()
+        )),
+        (Some(path), _) | (None, Some(path)) => Ok(path.clone()),
+        (None, None) => Ok(default_config()),
+    }
+}
+
+impl ApiArgs {
+    pub fn config(&self) -> Result<PathBuf, String> {
+        let after = match &self.action {
+            ApiAction::List(a) => &a.config,
+            ApiAction::Add(a) => &a.config,
+            ApiAction::Update(a) => &a.config,
+            ApiAction::Remove(a) => &a.config,
+            ApiAction::Enable(a) => &a.config,
+            ApiAction::Disable(a) => &a.config,
+        };
+        either_config(self.config.as_ref(), after.as_ref())
+    }
+}
+
+impl DomainArgs {
+    pub fn config(&self) -> Result<PathBuf, String> {
+        let DomainAction::Set(set) = &self.action;
+        either_config(self.config.as_ref(), set.config.as_ref())
+    }
+}
+
+impl CertsArgs {
+    pub fn config(&self) -> Result<PathBuf, String> {
+        let after = match &self.action {
+            None => &None,
+            Some(CertsAction::Renew(a)) => &a.config,
+            Some(CertsAction::NewCa(a)) => &a.config,
+            Some(CertsAction::Show(a)) => &a.config,
+            Some(CertsAction::TrustHelp(a)) => &a.config,
+        };
+        either_config(self.config.as_ref(), after.as_ref())
+    }
 }

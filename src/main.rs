@@ -19,6 +19,7 @@ mod json_fields;
 mod lifecycle;
 mod logging;
 mod metrics;
+mod output;
 mod proxy;
 mod reasoning;
 mod reload;
@@ -57,11 +58,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ error::Error::Usage(_)) => {
-            eprintln!("trae-proxy: {e}");
+            output::complain(format_args!("trae-proxy: {e}"));
             ExitCode::from(EXIT_USAGE)
         }
         Err(e) => {
-            eprintln!("trae-proxy: {e}");
+            output::complain(format_args!("trae-proxy: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -76,11 +77,11 @@ fn parse_args() -> Result<Cli, ExitCode> {
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     <Cli as argh::FromArgs>::from_args(&[command], &rest).map_err(|exit| match exit.status {
         Ok(()) => {
-            println!("{}", exit.output);
+            output::line(format_args!("{}", exit.output));
             ExitCode::SUCCESS
         }
         Err(()) => {
-            eprintln!("{}", exit.output);
+            output::complain(format_args!("{}", exit.output));
             ExitCode::from(EXIT_USAGE)
         }
     })
@@ -88,12 +89,12 @@ fn parse_args() -> Result<Cli, ExitCode> {
 
 fn run(cli: Cli) -> Result<(), error::Error> {
     if cli.version {
-        println!(
+        output::line(format_args!(
             "trae-proxy {} (commit {}, target {})",
             env!("CARGO_PKG_VERSION"),
             env!("TRAE_PROXY_COMMIT"),
             env!("TRAE_PROXY_TARGET")
-        );
+        ));
         return Ok(());
     }
     match cli.command {

@@ -253,34 +253,53 @@ pub fn is_returned_header(name: &HeaderName) -> bool {
 /// The backend is named; its URL and the error's text (which may carry it) go only to the log.
 pub fn classify(backend: &str, e: &ureq::Error) -> ApiError {
     warn!("backend={backend:?} request failed: {e}");
+    match reason(e) {
+        Reason::Timeout => ApiError::gateway_timeout(backend),
+        Reason::Failed(what) => ApiError::bad_gateway(backend, what),
+    }
+}
+
+/// Why a request to a backend failed, in words fit for a user: no URL, no key.
+pub enum Reason {
+    Timeout,
+    Failed(&'static str),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::Timeout => "timed out",
+            Reason::Failed(what) => what,
+        })
+    }
+}
+
+/// The one wording of a backend failure, for the proxy's errors and `doctor` alike.
+pub fn reason(e: &ureq::Error) -> Reason {
+    let failed = Reason::Failed;
     match e {
-        ureq::Error::Timeout(_) => ApiError::gateway_timeout(backend),
-        ureq::Error::Io(io) if is_timeout(io) => ApiError::gateway_timeout(backend),
-        ureq::Error::HostNotFound => ApiError::bad_gateway(backend, "host name not found"),
-        ureq::Error::ConnectionFailed => ApiError::bad_gateway(backend, "connection refused"),
+        ureq::Error::Timeout(_) => Reason::Timeout,
+        ureq::Error::Io(io) if is_timeout(io) => Reason::Timeout,
+        ureq::Error::HostNotFound => failed("host name not found"),
+        ureq::Error::ConnectionFailed => failed("connection refused"),
         ureq::Error::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused => {
-            ApiError::bad_gateway(backend, "connection refused")
+            failed("connection refused")
         }
         // std reports resolver failures as an uncategorised io::Error with this text.
         ureq::Error::Io(io) if io.to_string().contains("lookup address") => {
-            ApiError::bad_gateway(backend, "host name not found")
+            failed("host name not found")
         }
-        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => {
-            ApiError::bad_gateway(backend, "TLS handshake failed")
-        }
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => failed("TLS handshake failed"),
         // rustls errors during the handshake arrive wrapped in io::Error.
         ureq::Error::Io(io)
             if io
                 .get_ref()
                 .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) =>
         {
-            ApiError::bad_gateway(
-                backend,
-                "TLS handshake failed (is its certificate trusted? see ca_file)",
-            )
+            failed("TLS handshake failed (is its certificate trusted? see ca_file)")
         }
-        ureq::Error::Protocol(_) => ApiError::bad_gateway(backend, "invalid HTTP response"),
-        _ => ApiError::bad_gateway(backend, "connection failed"),
+        ureq::Error::Protocol(_) => failed("invalid HTTP response"),
+        _ => failed("connection failed"),
     }
 }
 

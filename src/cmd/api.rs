@@ -3,6 +3,7 @@
 //! (the original's `update` deactivated an entry unless `--active` was repeated) and go through
 //! [`ConfigFile::save`]: validated first, written atomically, previous file kept as `.bak`.
 
+use crate::output::say;
 use serde_norway::{Mapping, Value};
 
 use crate::cli::{ApiAction, ApiArgs};
@@ -11,10 +12,11 @@ use crate::edit::{ConfigFile, stream_mode_value};
 use crate::error::Error;
 
 pub fn run(args: &ApiArgs) -> Result<(), Error> {
+    let path = args.config().map_err(Error::Usage)?;
     match &args.action {
-        ApiAction::List(_) => list(&Config::load(&args.config)?),
+        ApiAction::List(_) => list(&Config::load(&path)?),
         ApiAction::Add(a) => {
-            let mut file = ConfigFile::open(&args.config)?;
+            let mut file = ConfigFile::open(&path)?;
             let target = a
                 .target_model_id
                 .clone()
@@ -37,11 +39,11 @@ pub fn run(args: &ApiArgs) -> Result<(), Error> {
             }
             file.apis()?.push(Value::Mapping(entry));
             let config = file.save()?;
-            println!("added {:?} (entry {})", a.name, config.backends.len());
+            say!("added {:?} (entry {})", a.name, config.backends.len());
             Ok(())
         }
         ApiAction::Update(u) => {
-            let mut file = ConfigFile::open(&args.config)?;
+            let mut file = ConfigFile::open(&path)?;
             let index = file.find(&u.entry)?;
             let entry = file.entry(index)?;
             let mut set = |key: &str, value: Option<Value>| {
@@ -69,11 +71,11 @@ pub fn run(args: &ApiArgs) -> Result<(), Error> {
             set("weight", u.weight.map(Value::from));
             set("api_key_env", u.api_key_env.clone().map(Value::from));
             file.save()?;
-            println!("updated entry {}", index + 1);
+            say!("updated entry {}", index + 1);
             Ok(())
         }
         ApiAction::Remove(r) => {
-            let mut file = ConfigFile::open(&args.config)?;
+            let mut file = ConfigFile::open(&path)?;
             let index = file.find(&r.entry)?;
             let apis = file.apis()?;
             if apis.len() == 1 {
@@ -84,11 +86,11 @@ pub fn run(args: &ApiArgs) -> Result<(), Error> {
             }
             apis.remove(index);
             file.save()?;
-            println!("removed entry {}", index + 1);
+            say!("removed entry {}", index + 1);
             Ok(())
         }
         ApiAction::Enable(e) => {
-            let mut file = ConfigFile::open(&args.config)?;
+            let mut file = ConfigFile::open(&path)?;
             let index = file.find(&e.entry)?;
             for (i, api) in file.apis()?.iter_mut().enumerate() {
                 if let Some(map) = api.as_mapping_mut() {
@@ -100,7 +102,7 @@ pub fn run(args: &ApiArgs) -> Result<(), Error> {
                 }
             }
             file.save()?;
-            println!(
+            say!(
                 "enabled entry {}{}",
                 index + 1,
                 if e.only {
@@ -112,37 +114,64 @@ pub fn run(args: &ApiArgs) -> Result<(), Error> {
             Ok(())
         }
         ApiAction::Disable(d) => {
-            let mut file = ConfigFile::open(&args.config)?;
+            let mut file = ConfigFile::open(&path)?;
             let index = file.find(&d.entry)?;
             file.entry(index)?
                 .insert("active".into(), Value::Bool(false));
             file.save()?;
-            println!("disabled entry {}", index + 1);
+            say!("disabled entry {}", index + 1);
             Ok(())
         }
     }
 }
 
 fn list(config: &Config) -> Result<(), Error> {
-    println!(
-        "{:>3}  {:<20} {:<40} {:<7} {:<6} endpoint",
-        "#", "name", "model -> backend model", "stream", "active"
-    );
-    for (i, b) in config.backends.iter().enumerate() {
-        let target = match &b.target {
-            TargetModel::Fixed(t) => t.clone(),
-            TargetModel::Passthrough if b.custom_model_id == CATCH_ALL => "(as asked)".to_owned(),
-            TargetModel::Passthrough => b.custom_model_id.clone(),
-        };
-        println!(
-            "{:>3}  {:<20} {:<40} {:<7} {:<6} {}",
-            i + 1,
-            b.name,
-            format!("{} -> {target}", b.custom_model_id),
-            b.stream_mode.to_string(),
-            if b.active { "yes" } else { "no" },
-            b.endpoint
-        );
+    let rows: Vec<[String; 5]> = config
+        .backends
+        .iter()
+        .map(|b| {
+            let target = match &b.target {
+                TargetModel::Fixed(t) => t.clone(),
+                TargetModel::Passthrough if b.custom_model_id == CATCH_ALL => {
+                    "(as asked)".to_owned()
+                }
+                TargetModel::Passthrough => b.custom_model_id.clone(),
+            };
+            [
+                b.name.clone(),
+                format!("{} -> {target}", b.custom_model_id),
+                b.stream_mode.to_string(),
+                if b.active { "yes" } else { "no" }.to_owned(),
+                b.endpoint.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "name",
+        "model -> backend model",
+        "stream",
+        "active",
+        "endpoint",
+    ];
+    // Each column as wide as its widest cell (in characters: names may be CJK or accented).
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |number: &str, cells: [&str; 5]| {
+        let mut text = format!("{number:>3}");
+        for (cell, width) in cells.iter().zip(widths).take(4) {
+            text.push_str(&format!("  {cell:<width$}"));
+        }
+        text.push_str("  ");
+        text.push_str(cells[4]);
+        say!("{text}");
+    };
+    line("#", header);
+    for (i, row) in rows.iter().enumerate() {
+        line(&(i + 1).to_string(), row.each_ref().map(String::as_str));
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `trae-proxy certs [renew|new-ca|show|trust-help]`: the certificate folder by hand.
 
+use crate::output::say;
 use std::fs;
 
 use crate::certs::{self, CertInfo, CertPaths};
@@ -9,21 +10,21 @@ use crate::error::Error;
 use crate::files::{MODE_PUBLIC, MODE_SECRET, write_atomic};
 
 pub fn run(args: &CertsArgs) -> Result<(), Error> {
-    let config = Config::load(&args.config)?;
+    let config = Config::load(&args.config().map_err(Error::Usage)?)?;
     let paths = CertPaths::new(&config.cert_dir, &config.domain);
     let names = names(&config);
     match &args.action {
         None => {
             let created = certs::ensure(&paths, &names)?;
             if created.ca {
-                println!(
+                say!(
                     "created CA {} — clients must trust it (certs trust-help)",
                     paths.ca_cert.display()
                 );
             }
             match created.leaf {
-                Some(reason) => println!("issued {} ({reason})", paths.leaf_cert.display()),
-                None => println!("nothing to do: {} is valid", paths.leaf_cert.display()),
+                Some(reason) => say!("issued {} ({reason})", paths.leaf_cert.display()),
+                None => say!("nothing to do: {} is valid", paths.leaf_cert.display()),
             }
             Ok(())
         }
@@ -36,7 +37,7 @@ pub fn run(args: &CertsArgs) -> Result<(), Error> {
             }
             certs::issue_leaf(&paths, &names)?;
             let info = certs::read_info(&paths.leaf_cert)?;
-            println!(
+            say!(
                 "issued {} from the existing CA, valid until {} — a running proxy picks it up on reload (SIGHUP)",
                 paths.leaf_cert.display(),
                 info.not_after.date()
@@ -44,11 +45,11 @@ pub fn run(args: &CertsArgs) -> Result<(), Error> {
             Ok(())
         }
         Some(CertsAction::NewCa(_)) => {
-            eprintln!(
+            crate::output::complain(format_args!(
                 "warning: replacing the CA. Every client must trust the new {} (certs trust-help); \
                  until then they reject the proxy. The old CA is kept as ca.crt.old / ca.key.old.",
                 paths.ca_cert.display()
-            );
+            ));
             fs::create_dir_all(&config.cert_dir).map_err(|source| Error::FileIo {
                 path: config.cert_dir.clone(),
                 source,
@@ -67,7 +68,7 @@ pub fn run(args: &CertsArgs) -> Result<(), Error> {
             }
             certs::create_ca(&paths)?;
             certs::issue_leaf(&paths, &names)?;
-            println!(
+            say!(
                 "created a new CA {} and issued {}",
                 paths.ca_cert.display(),
                 paths.leaf_cert.display()
@@ -78,7 +79,7 @@ pub fn run(args: &CertsArgs) -> Result<(), Error> {
             let mut shown = 0;
             for (label, file) in [("CA", &paths.ca_cert), ("certificate", &paths.leaf_cert)] {
                 if !file.exists() {
-                    println!(
+                    say!(
                         "{label}: {} does not exist (run `trae-proxy certs`)",
                         file.display()
                     );
@@ -100,7 +101,7 @@ pub fn run(args: &CertsArgs) -> Result<(), Error> {
                 ))
             })?;
             let ca = fs::canonicalize(&paths.ca_cert).unwrap_or_else(|_| paths.ca_cert.clone());
-            print!("{}", trust_help(&ca.display().to_string(), &info));
+            crate::output::text(&trust_help(&ca.display().to_string(), &info));
             Ok(())
         }
     }
@@ -114,20 +115,20 @@ pub fn names(config: &Config) -> Vec<String> {
 }
 
 fn show(label: &str, file: &str, info: &CertInfo) {
-    println!("{label}: {file}");
-    println!("  subject:     {}", info.subject);
-    println!("  is a CA:     {}", if info.is_ca { "yes" } else { "no" });
-    println!("  issuer:      {}", info.issuer);
+    say!("{label}: {file}");
+    say!("  subject:     {}", info.subject);
+    say!("  is a CA:     {}", if info.is_ca { "yes" } else { "no" });
+    say!("  issuer:      {}", info.issuer);
     if !info.names.is_empty() {
-        println!("  names:       {}", info.names.join(", "));
+        say!("  names:       {}", info.names.join(", "));
     }
-    println!(
+    say!(
         "  valid:       {} to {}",
         info.not_before.date(),
         info.not_after.date()
     );
-    println!("  days left:   {}", info.days_left());
-    println!("  SHA-256:     {}", info.sha256);
+    say!("  days left:   {}", info.days_left());
+    say!("  SHA-256:     {}", info.sha256);
 }
 
 fn trust_help(ca: &str, info: &CertInfo) -> String {

@@ -5,6 +5,7 @@ use crate::certs::{self, CertPaths};
 use crate::cli::CheckArgs;
 use crate::config::Config;
 use crate::error::Error;
+use crate::output::say;
 use crate::tls;
 
 pub fn run(args: &CheckArgs) -> Result<(), Error> {
@@ -12,7 +13,7 @@ pub fn run(args: &CheckArgs) -> Result<(), Error> {
         Ok(c) => c,
         Err(Error::ConfigInvalid { path, problems }) => {
             for p in &problems {
-                println!("{}: {p}", path.display());
+                say!("{}: {p}", path.display());
             }
             return Err(Error::ChecksFailed(problems.len()));
         }
@@ -31,7 +32,7 @@ pub fn run(args: &CheckArgs) -> Result<(), Error> {
                 problems.push(e.to_string());
             }
         }
-        (false, false) => println!(
+        (false, false) => say!(
             "note: no certificate for {} yet in {}; `serve` or `certs` creates it",
             config.domain,
             config.cert_dir.display()
@@ -46,13 +47,13 @@ pub fn run(args: &CheckArgs) -> Result<(), Error> {
         )),
     }
     for p in &problems {
-        println!("{p}");
+        say!("{p}");
     }
     if !problems.is_empty() {
         return Err(Error::ChecksFailed(problems.len()));
     }
     let active = config.active_backends().count();
-    println!(
+    say!(
         "{}: ok — {} entries ({active} active), domain {}, listens on {}:{}",
         args.config.display(),
         config.backends.len(),

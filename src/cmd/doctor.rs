@@ -4,6 +4,7 @@
 //! and with this machine's trust store, `GET /v1/models` answers, and each active backend is
 //! reachable and accepts its key.
 
+use crate::output::say;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -34,14 +35,14 @@ struct Report {
 
 impl Report {
     fn ok(&mut self, what: &str) {
-        println!("[ok]   {what}");
+        say!("[ok]   {what}");
     }
     fn fail(&mut self, what: &str, fix: &str) {
         self.failed += 1;
-        println!("[FAIL] {what}\n       fix: {fix}");
+        say!("[FAIL] {what}\n       fix: {fix}");
     }
     fn skip(&mut self, what: &str) {
-        println!("[skip] {what}");
+        say!("[skip] {what}");
     }
 }
 
@@ -125,7 +126,7 @@ pub fn run(args: &DoctorArgs) -> Result<(), Error> {
     if report.failed > 0 {
         return Err(Error::ChecksFailed(report.failed));
     }
-    println!("all checks passed");
+    say!("all checks passed");
     Ok(())
 }
 
@@ -250,19 +251,8 @@ fn check_backend(backend: &Backend, key: Option<&str>, report: &mut Report) {
         Ok(r) if r.status().as_u16() == 404 => report.ok(&format!("backend {name:?}: reachable (no /v1/models there)")),
         Ok(r) => report.fail(&format!("backend {name:?}: answered {}", r.status()), "check the endpoint URL and the provider's status"),
         Err(e) => report.fail(
-            &format!("backend {name:?}: unreachable ({})", short(&e)),
+            &format!("backend {name:?}: unreachable ({})", crate::upstream::reason(&e)),
             "check the endpoint, DNS and network from the proxy's machine (this check runs from here)",
         ),
-    }
-}
-
-/// An error without the URL (which may carry credentials in a proxy setting).
-fn short(e: &ureq::Error) -> String {
-    match e {
-        ureq::Error::Timeout(_) => "timed out".to_owned(),
-        ureq::Error::HostNotFound => "host not found".to_owned(),
-        ureq::Error::ConnectionFailed => "connection refused".to_owned(),
-        ureq::Error::Io(io) => io.kind().to_string(),
-        _ => "connection failed".to_owned(),
     }
 }

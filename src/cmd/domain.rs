@@ -5,11 +5,12 @@ use crate::certs::{self, CertPaths};
 use crate::cli::{DomainAction, DomainArgs};
 use crate::edit::ConfigFile;
 use crate::error::Error;
+use crate::output::say;
 
 pub fn run(args: &DomainArgs) -> Result<(), Error> {
     match &args.action {
         DomainAction::Set(set) => {
-            let mut file = ConfigFile::open(&args.config)?;
+            let mut file = ConfigFile::open(&args.config().map_err(Error::Usage)?)?;
             if let Some(root) = file.doc.as_mapping_mut() {
                 root.insert("domain".into(), set.name.trim().to_ascii_lowercase().into());
             }
@@ -17,17 +18,17 @@ pub fn run(args: &DomainArgs) -> Result<(), Error> {
             let paths = CertPaths::new(&config.cert_dir, &config.domain);
             let names = super::certs::names(&config);
             let created = certs::ensure(&paths, &names)?;
-            println!("domain is now {}", config.domain);
+            say!("domain is now {}", config.domain);
             if created.ca {
-                println!(
+                say!(
                     "created a new CA: {} (clients must trust it)",
                     paths.ca_cert.display()
                 );
             }
             if created.leaf.is_some() {
-                println!("issued {}", paths.leaf_cert.display());
+                say!("issued {}", paths.leaf_cert.display());
             }
-            println!(
+            say!(
                 "clients need `<proxy address> {}` in their hosts file",
                 config.domain
             );

@@ -388,21 +388,7 @@ fn doctor_passes_against_a_running_proxy_and_names_what_is_wrong() {
 
 #[test]
 fn built_in_mock_backend_serves_the_proxy() {
-    let mut mock = command()
-        .args(["mock", "--port", "0", "--tokens-per-second", "0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = mock.stderr.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stderr).read_line(&mut line).unwrap();
-    let url = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_owned();
+    let (mut mock, url) = start_mock();
     let apis = "  - {name: mock, endpoint: \"{UPSTREAM}\", custom_model_id: mocked, target_model_id: mock-model}";
     let proxy = Proxy::start(&config_yaml(&url, apis, ""));
     let r = roundtrip(
@@ -508,4 +494,275 @@ fn expiring_leaf_is_renewed_while_running_and_an_old_ca_is_warned_about() {
     let served = tls.conn.peer_certificates().unwrap()[0].clone();
     let (_, cert) = x509_parser::parse_x509_certificate(&served).unwrap();
     assert!(cert.validity().not_after.timestamp() - now.unix_timestamp() > 300 * 86_400);
+}
+
+#[test]
+fn config_is_accepted_before_and_after_the_action() {
+    let dir = dir_with_config();
+    let config = dir.path().join("config.yaml").display().to_string();
+    let elsewhere = TempDir::new("cwd");
+    let cwd = elsewhere.path();
+    for args in [
+        vec!["api", "list", "--config", &config],
+        vec!["api", "--config", &config, "list"],
+        vec!["api", "list", "-c", &config],
+    ] {
+        let (code, out, err) = tp(cwd, &args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.contains("first"), "{args:?}: {out}");
+    }
+    let (code, _, err) = tp(cwd, &["certs", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = tp(cwd, &["certs", "show", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("SHA-256"), "{out}");
+    let (code, out, _) = tp(cwd, &["certs", "trust-help", "--config", &config]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Import-Certificate"), "{out}");
+    let (code, out, err) = tp(cwd, &["api", "disable", "second", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("disabled entry 2"), "{out}");
+    let (code, out, err) = tp(cwd, &["domain", "set", "llm.example", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("domain is now llm.example"), "{out}");
+    assert!(dir.path().join("ca/llm.example.crt").exists());
+    // Two different files is a usage error, not a guess.
+    let (code, _, err) = tp(
+        cwd,
+        &["api", "--config", "a.yaml", "list", "--config", "b.yaml"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--config given twice"), "{err}");
+}
+
+#[test]
+fn mock_with_config_listens_where_the_config_points() {
+    let port = crate::closed_port();
+    let dir = TempDir::new("mock-config");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apis:\n  - {{name: far, endpoint: \"https://api.deepseek.com\", custom_model_id: a}}\n  \
+             - {{name: local, endpoint: \"http://127.0.0.1:{port}/v1\", custom_model_id: b}}\n"
+        ),
+    )
+    .unwrap();
+    let mut mock = command()
+        .args(["mock", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(mock.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(&mut sock, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let r = crate::client::read_response(&mut BufReader::new(sock)).unwrap();
+    assert_eq!(r.status, 200);
+    let _ = mock.kill();
+    let _ = mock.wait();
+    // Nothing local to serve: said so, exit 1.
+    std::fs::write(
+        &config,
+        "apis:\n  - {name: far, endpoint: \"https://api.deepseek.com\", custom_model_id: a}\n",
+    )
+    .unwrap();
+    let (code, _, err) = tp(dir.path(), &["mock", "--config", "config.yaml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no active entry"), "{err}");
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `trae-proxy --help | head -1`: head exits, the pipe closes, the next write fails. A
+    // command line tool ends there with status 0, not a panic (status 101).
+    let dir = dir_with_config();
+    tp(dir.path(), &["certs"]);
+    for args in [
+        &["--help"][..],
+        &["certs", "show"],
+        &["certs", "trust-help"],
+        &["api", "list"],
+        &["--version"],
+    ] {
+        for _ in 0..5 {
+            let mut child = command()
+                .args(args)
+                .current_dir(dir.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            drop(child.stdout.take());
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+            assert!(
+                !err.contains("panicked") && !err.contains("Broken pipe"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn api_list_stays_aligned_with_long_names() {
+    let dir = TempDir::new("align");
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        "apis:\n  - {name: a-rather-long-backend-name-here, endpoint: \"https://a.example\", custom_model_id: m, target_model_id: t}\n  \
+         - {name: ü, endpoint: \"https://b.example\", custom_model_id: a-long-model-id-for-the-second-entry-of-all}\n",
+    )
+    .unwrap();
+    let (code, out, _) = tp(dir.path(), &["api", "list"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    // Every column starts at the same character in every line.
+    for column in ["model -> backend model", "stream", "active", "endpoint"] {
+        let at = lines[0].find(column).unwrap();
+        let at = lines[0][..at].chars().count();
+        for line in &lines[1..] {
+            let before: String = line.chars().take(at).collect();
+            assert!(
+                before.ends_with("  ") && !line.chars().nth(at).unwrap().is_whitespace(),
+                "{column} misaligned:\n{out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn doctor_says_host_name_not_found_like_serve() {
+    let dir = TempDir::new("doctor-dns");
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        "apis:\n  - {name: nowhere, endpoint: \"https://no-such-host.invalid\", custom_model_id: m}\n",
+    )
+    .unwrap();
+    let (code, out, _) = tp(
+        dir.path(),
+        &[
+            "doctor",
+            "--resolve",
+            "127.0.0.1",
+            "--port",
+            &crate::closed_port().to_string(),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("backend \"nowhere\": unreachable (host name not found)"),
+        "{out}"
+    );
+}
+
+/// Starts `trae-proxy mock` on a free port; returns the child and its base URL.
+fn start_mock() -> (std::process::Child, String) {
+    let mut mock = command()
+        .args(["mock", "--port", "0", "--tokens-per-second", "0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(mock.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    (mock, url)
+}
+
+#[test]
+fn built_in_mock_serves_responses_and_calls_the_tool_a_prompt_names() {
+    use serde_json::{Value, json};
+    let (mut mock, url) = start_mock();
+    let apis = "  - {name: mock, endpoint: \"{UPSTREAM}\", custom_model_id: mocked, target_model_id: anything}";
+    let proxy = Proxy::start(&config_yaml(&url, apis, ""));
+    let post = |path: &str, body: &Value| {
+        let body = body.to_string();
+        let raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        roundtrip(proxy.port, &proxy.ca_path(), raw.as_bytes())
+    };
+    // Responses API, plain and streamed.
+    let r = post(
+        "/v1/responses",
+        &json!({"model": "mocked", "input": "hi there"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["output"][0]["content"][0]["text"],
+        "Mock reply to: hi there"
+    );
+    assert_eq!(r.json()["model"], "mocked");
+    let r = post(
+        "/v1/responses",
+        &json!({"model": "mocked", "stream": true, "input": [{"role": "user", "content": [{"type": "input_text", "text": "a b"}]}]}),
+    );
+    let events: Vec<Value> = r
+        .sse_data()
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"response.created"));
+    assert_eq!(kinds.last(), Some(&"response.completed"));
+    let text: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "Mock reply to: a b");
+    assert!(
+        events.last().unwrap()["response"]["usage"]["output_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    // Chat with tools: named in the prompt, the tool is called with schema-shaped arguments.
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let r = post(
+        "/v1/chat/completions",
+        &json!({"model": "mocked", "tools": tools, "messages": [{"role": "user", "content": "use get_weather"}]}),
+    );
+    let call = &r.json()["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather", "{}", r.text());
+    assert_eq!(call["function"]["arguments"], "{\"city\":\"mock\"}");
+    // Not named: a text answer; after the tool's result: a text answer.
+    let r = post(
+        "/v1/chat/completions",
+        &json!({"model": "mocked", "tools": tools, "messages": [{"role": "user", "content": "hello"}]}),
+    );
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "Mock reply to: hello"
+    );
+    let r = post(
+        "/v1/responses",
+        &json!({"model": "mocked", "tools": [{"type": "function", "name": "get_weather", "parameters": {}}],
+                "input": [{"role": "user", "content": "use get_weather"},
+                          {"type": "function_call", "call_id": "call_mock", "name": "get_weather", "arguments": "{}"},
+                          {"type": "function_call_output", "call_id": "call_mock", "output": "sunny"}]}),
+    );
+    assert_eq!(
+        r.json()["output"][0]["content"][0]["text"],
+        "Mock reply after the tool result."
+    );
+    let _ = mock.kill();
+    let _ = mock.wait();
 }
