@@ -331,6 +331,9 @@ pub struct MockArgs {
     /// pace of streamed tokens (default 50; 0 sends them at once)
     #[argh(option, default = "50")]
     pub tokens_per_second: u32,
+    /// answer 422 for a chat message field OpenAI does not define, as Mistral and Cerebras do
+    #[argh(switch)]
+    pub strict: bool,
 }
 
 /// The config file of a command whose `--config` may come before or after its action

@@ -13,7 +13,9 @@
 //! - `POST /v1/embeddings`: an 8-dimensional vector derived from each input.
 //!
 //! `--config F` listens where F's first active entry with a local `http://` endpoint points,
-//! so the shipped config and the mock meet without editing either.
+//! so the shipped config and the mock meet without editing either. `--strict` answers 422 for a
+//! chat message field that OpenAI's API does not define (`reasoning_content`, say), as Mistral
+//! and Cerebras do: a client or proxy that adds one fails here as it would there.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -34,7 +36,20 @@ use crate::server::{After, BodyStream, Handler, Responder, json_content_type, se
 const MODEL: &str = "mock-model";
 const DEFAULT_PORT: u16 = 8000;
 
+/// The fields of a chat message in OpenAI's API; `--strict` refuses any other.
+const MESSAGE_FIELDS: &[&str] = &[
+    "role",
+    "content",
+    "name",
+    "tool_calls",
+    "tool_call_id",
+    "refusal",
+    "audio",
+    "function_call",
+];
+
 struct Mock {
+    strict: bool,
     latency: Duration,
     /// Pause between streamed words; zero sends them at once.
     pace: Duration,
@@ -50,6 +65,7 @@ pub fn run(args: &MockArgs) -> Result<(), Error> {
     let addr = SocketAddr::new(args.bind, port);
     let listener = TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
     let mock = Arc::new(Mock {
+        strict: args.strict,
         latency: Duration::from_millis(args.latency_ms),
         pace: match args.tokens_per_second {
             0 => Duration::ZERO,
@@ -201,6 +217,11 @@ impl Mock {
     fn chat(&self, body: &Value, responder: Responder<'_>) -> io::Result<After> {
         let model = body["model"].as_str().unwrap_or(MODEL).to_owned();
         let messages = body["messages"].as_array().map_or(&[][..], Vec::as_slice);
+        if self.strict {
+            if let Some(e) = unknown_message_field(messages) {
+                return responder.error(&e);
+            }
+        }
         let prompt = last_user_text(messages);
         let tools: Vec<(String, Value)> = body["tools"]
             .as_array()
@@ -408,6 +429,22 @@ impl Mock {
     }
 }
 
+/// The first message field OpenAI's API does not define, as a 422.
+fn unknown_message_field(messages: &[Value]) -> Option<ApiError> {
+    messages.iter().enumerate().find_map(|(i, m)| {
+        let field = m
+            .as_object()?
+            .keys()
+            .find(|k| !MESSAGE_FIELDS.contains(&k.as_str()))?;
+        Some(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_error",
+            "extra_forbidden",
+            format!("messages[{i}].{field}: extra inputs are not permitted (mock --strict)"),
+        ))
+    })
+}
+
 fn sse_headers() -> Vec<(http::HeaderName, HeaderValue)> {
     vec![(
         header::CONTENT_TYPE,
@@ -443,8 +480,10 @@ fn last_user_text(items: &[Value]) -> String {
         .unwrap_or_default()
 }
 
-/// A deterministic 8-dimensional vector per input string.
+/// A deterministic 8-dimensional vector per input string; as base64 of little-endian f32s when
+/// `encoding_format` says so (the OpenAI Node SDK asks for that by default).
 fn embedding(body: &Value) -> Value {
+    let base64 = body["encoding_format"] == "base64";
     let inputs: Vec<String> = match &body["input"] {
         Value::String(s) => vec![s.clone()],
         Value::Array(items) => items
@@ -458,15 +497,41 @@ fn embedding(body: &Value) -> Value {
         .enumerate()
         .map(|(i, text)| {
             let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-            let vector: Vec<f64> = digest.as_ref()[..8]
+            let vector: Vec<f32> = digest.as_ref()[..8]
                 .iter()
-                .map(|b| (f64::from(*b) - 127.5) / 127.5)
+                .map(|b| (f32::from(*b) - 127.5) / 127.5)
                 .collect();
-            json!({"object": "embedding", "index": i, "embedding": vector})
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+                json!(base64_encode(&bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
         })
         .collect();
     json!({"object": "list", "model": body["model"].as_str().unwrap_or(MODEL), "data": data,
            "usage": {"prompt_tokens": inputs.len(), "total_tokens": inputs.len()}})
+}
+
+/// Standard base64 with padding (RFC 4648 section 4).
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn json_reply(responder: Responder<'_>, value: &Value) -> io::Result<After> {
@@ -475,4 +540,46 @@ fn json_reply(responder: Responder<'_>, value: &Value) -> io::Result<After> {
         vec![json_content_type()],
         value.to_string().as_bytes(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(plain.as_bytes()), coded);
+        }
+    }
+
+    #[test]
+    fn tool_calls_only_when_a_prompt_names_an_offered_tool() {
+        let tools = vec![(
+            "get_weather".to_owned(),
+            json!({"properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}),
+        )];
+        match Answer::of("use get_weather", &tools, false) {
+            Answer::Call { name, arguments } => {
+                assert_eq!(name, "get_weather");
+                assert_eq!(arguments, r#"{"city":"mock","days":1}"#);
+            }
+            Answer::Text(t) => panic!("text: {t}"),
+        }
+        assert!(
+            matches!(Answer::of("hello", &tools, false), Answer::Text(t) if t == "Mock reply to: hello")
+        );
+        assert!(matches!(
+            Answer::of("use get_weather", &tools, true),
+            Answer::Text(_)
+        ));
+    }
 }

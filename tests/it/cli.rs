@@ -664,8 +664,13 @@ fn doctor_says_host_name_not_found_like_serve() {
 
 /// Starts `trae-proxy mock` on a free port; returns the child and its base URL.
 fn start_mock() -> (std::process::Child, String) {
+    start_mock_with(&[])
+}
+
+fn start_mock_with(extra: &[&str]) -> (std::process::Child, String) {
     let mut mock = command()
         .args(["mock", "--port", "0", "--tokens-per-second", "0"])
+        .args(extra)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -762,6 +767,35 @@ fn built_in_mock_serves_responses_and_calls_the_tool_a_prompt_names() {
     assert_eq!(
         r.json()["output"][0]["content"][0]["text"],
         "Mock reply after the tool result."
+    );
+    let _ = mock.kill();
+    let _ = mock.wait();
+}
+
+#[test]
+fn strict_mock_refuses_message_fields_openai_does_not_define() {
+    let (mut mock, url) = start_mock_with(&["--strict"]);
+    let addr = url.trim_start_matches("http://").to_owned();
+    let post = |body: &str| {
+        let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+        let raw = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        std::io::Write::write_all(&mut sock, raw.as_bytes()).unwrap();
+        crate::client::read_response(&mut BufReader::new(sock)).unwrap()
+    };
+    let r = post(r#"{"model":"m","messages":[{"role":"user","content":"hi","name":"me"}]}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post(
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"","reasoning_content":""}]}"#,
+    );
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["error"]["code"], "extra_forbidden");
+    assert!(
+        r.text().contains("messages[1].reasoning_content"),
+        "{}",
+        r.text()
     );
     let _ = mock.kill();
     let _ = mock.wait();
