@@ -193,6 +193,17 @@ impl Metrics {
         }
         header(
             &mut out,
+            "log_lines_dropped_total",
+            "counter",
+            "Log lines that could not be written (stderr closed or failing).",
+        );
+        let _ = writeln!(
+            out,
+            "trae_proxy_log_lines_dropped_total {}",
+            crate::logging::dropped()
+        );
+        header(
+            &mut out,
             "tokens_total",
             "counter",
             "Tokens from the usage the backends reported.",

@@ -15,6 +15,7 @@ use crate::api_error::ApiError;
 use crate::config::Config;
 use crate::connect::Connect;
 use crate::forward::{self, Endpoint};
+use crate::logging::Field;
 use crate::metrics::{Metrics, Observation};
 use crate::reasoning::ReasoningCache;
 use crate::route::Router;
@@ -295,15 +296,16 @@ impl Access {
         responder.send(status, headers, body)
     }
 
-    /// One key=value line per request; never a header, a key or a body.
+    /// One key=value line per request; never a header, a key or a body. Values a client chose
+    /// are escaped and cut ([`Field`]).
     fn log(&self, request: &Request<Vec<u8>>, peer: SocketAddr, started: Instant, completed: bool) {
         info!(
             "{} {} status={} model={} backend={} failovers={} ms={} bytes={} peer={}{}",
-            request.method(),
-            request.uri().path(),
+            Field(request.method().as_str()),
+            Field(request.uri().path()),
             self.status,
-            self.model.as_deref().unwrap_or("-"),
-            self.backend.as_deref().unwrap_or("-"),
+            Field(self.model.as_deref().unwrap_or("-")),
+            Field(self.backend.as_deref().unwrap_or("-")),
             self.failovers,
             started.elapsed().as_millis(),
             self.bytes,

@@ -95,6 +95,16 @@ impl Proxy {
 
     /// Starts the proxy with `yaml` in `dir` (which may already hold a `ca/` folder).
     pub fn start_in(dir: TempDir, yaml: &str, env: &[(&str, &str)]) -> Proxy {
+        Proxy::spawn(dir, yaml, env, false)
+    }
+
+    /// Starts the proxy and closes the reading end of its stderr once it listens, as a log
+    /// shipper that dies or `| tee` that ends would: every later log write fails.
+    pub fn start_with_log_closed(yaml: &str) -> Proxy {
+        Proxy::spawn(TempDir::new("proxy"), yaml, &[], true)
+    }
+
+    fn spawn(dir: TempDir, yaml: &str, env: &[(&str, &str)], close_log: bool) -> Proxy {
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, yaml).unwrap();
         let mut cmd = command();
@@ -128,6 +138,10 @@ impl Proxy {
                         if let Some(port) = listening_port(&line) {
                             let _ = tx.send(port);
                             sent = true;
+                            if close_log {
+                                // Dropping the reader closes the pipe.
+                                return;
+                            }
                         }
                     }
                     line.clear();

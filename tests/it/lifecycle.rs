@@ -165,3 +165,44 @@ fn sighup_reloads_for_new_requests_and_leaves_streams_alone() {
     assert_eq!(streamed.sse_data().len(), 9, "8 chunks and [DONE]");
     assert!(proxy.is_running());
 }
+
+#[test]
+fn with_its_log_pipe_closed_the_proxy_serves_reloads_and_stops_on_sigterm() {
+    // A log shipper restarts, `| tee` dies: stderr is a pipe with no reader. Every log write
+    // fails from then on; that must cost the log line, not a thread (the signal thread among
+    // them: SIGTERM used to be ignored after its first failed write).
+    let mock = Mock::start();
+    let mut proxy = Proxy::start_with_log_closed(&config_yaml(
+        &mock.url(),
+        &standard_apis(),
+        "  admin_bind: 127.0.0.1:0\n",
+    ));
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..3 {
+        let r = roundtrip(
+            proxy.port,
+            &proxy.ca_path(),
+            &chat_request(r#"{"model":"gpt-4o","messages":[]}"#, ""),
+        );
+        assert_eq!(r.status, 200);
+    }
+    proxy.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    let r = roundtrip(proxy.port, &proxy.ca_path(), &get_request("/v1/models"));
+    assert_eq!(r.status, 200, "still serving after the reload");
+    let (_, metrics) =
+        crate::operations::admin_get(proxy.logged_port("admin listener"), "/metrics");
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("trae_proxy_log_lines_dropped_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(dropped >= 4, "the lost lines are counted: {dropped}");
+    proxy.signal("TERM");
+    assert_eq!(
+        proxy.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "SIGTERM still stops it"
+    );
+}

@@ -10,7 +10,7 @@ use crate::harness::{Proxy, config_yaml, emulated};
 use crate::mock::Mock;
 use crate::{setup_with, standard_apis};
 
-fn admin_get(port: u16, path: &str) -> (String, String) {
+pub fn admin_get(port: u16, path: &str) -> (String, String) {
     let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(sock, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut text = String::new();
@@ -375,5 +375,24 @@ fn memory_goes_back_after_a_burst_of_concurrent_streams() {
     assert!(
         kept < 5 * 1024,
         "RSS {before} KiB before, {during} KiB during the burst, {after} KiB after: {kept} KiB kept"
+    );
+}
+
+#[test]
+fn model_names_with_newlines_or_escapes_cannot_forge_access_log_lines() {
+    let (_mock, proxy) = crate::setup();
+    let body = r#"{"model":"gpt-4o\nINFO  [trae_proxy::proxy] GET /forged status=200\u001b[31m","messages":[]}"#;
+    let r = roundtrip(proxy.port, &proxy.ca_path(), &chat_request(body, ""));
+    assert_eq!(r.status, 404);
+    let log = proxy.wait_for_log("POST /v1/chat/completions status=404");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("INFO  [trae_proxy::proxy] GET /forged") && !l.contains("POST")),
+        "a forged line:\n{log}"
+    );
+    assert!(log.contains(r#"model="gpt-4o\u{a}INFO"#), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no raw escape character in the log"
     );
 }
