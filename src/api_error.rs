@@ -71,6 +71,30 @@ impl ApiError {
         )
     }
 
+    /// A shared resource is used up (memory for request bodies, a backend's share of requests):
+    /// a moment later it may not be. Sent with `Retry-After`.
+    pub fn server_busy(why: &str) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "server_busy",
+            format!("the proxy is busy ({why}); retry shortly"),
+        )
+    }
+
+    /// This client has its share of requests in flight already (`server.max_requests_per_client`).
+    pub fn client_busy(limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "too_many_requests_in_flight",
+            format!(
+                "this client address has {limit} requests in flight already \
+                 (server.max_requests_per_client); retry when one has finished"
+            ),
+        )
+    }
+
     pub fn body_too_large(limit: u64) -> Self {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

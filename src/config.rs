@@ -19,7 +19,15 @@ const DEFAULT_BIND: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 const DEFAULT_PORT: u16 = 443;
 const DEFAULT_DOMAIN: &str = "api.openai.com";
 const DEFAULT_MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
-const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Enough for a team box's idle keep-alive connections and a thousand streams; idle ones are
+/// closed first when it runs short.
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Bodies and their rewritten copies held in memory at once: 16 uploads of 30 MB must not run a
+/// 1 GiB Raspberry Pi out of memory.
+const DEFAULT_MAX_BUFFERED_BODY_BYTES: u64 = 128 * 1024 * 1024;
+/// A body slower than this on average (after its first 10 s) is a slow-body attack, not a
+/// client on a slow link: 1 KiB/s is a 56k modem.
+const DEFAULT_MIN_BODY_RATE: u64 = 1024;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -163,13 +171,25 @@ pub struct Server {
     /// `server.debug`: log at debug level (requests in detail, never headers or keys).
     pub debug: bool,
     /// Requests served at once: worker threads are started on demand up to this many and end
-    /// after a few idle seconds. Defaults to 64: a worker mostly waits on the backend (a stream
-    /// holds one for its whole length), and an idle pool costs nothing.
+    /// after a few idle seconds. Defaults to 2048: a request holds its thread while it waits on
+    /// the backend and for its whole stream, and a thread costs a few tens of KiB (see
+    /// docs/performance.md); an idle pool costs nothing.
     pub workers: usize,
     /// Largest request body accepted. Defaults to 32 MiB.
     pub max_body_bytes: u64,
-    /// Open client connections at once (idle ones included). Defaults to 1024.
+    /// Request bodies (and their rewritten copies) held in memory at once; more is refused with
+    /// 503. Defaults to 128 MiB.
+    pub max_buffered_body_bytes: u64,
+    /// Bytes per second a request body must average after its first 10 s, or 408. Defaults to
+    /// 1024; 0 turns the check off.
+    pub min_body_rate: u64,
+    /// Open client connections at once (idle ones included). Defaults to 4096.
     pub max_connections: usize,
+    /// Open connections of one client address (IPv6: one /64). Defaults to half of
+    /// `max_connections`.
+    pub max_connections_per_client: usize,
+    /// Requests in flight of one client address. Defaults to half of `workers`.
+    pub max_requests_per_client: usize,
     pub timeouts: Timeouts,
     pub health: Health,
     /// How long a stop signal waits for requests in flight. Defaults to 30 s.
@@ -229,7 +249,10 @@ pub struct Timeouts {
     pub request_head: Duration,
     /// A keep-alive connection with no request in flight. Defaults to 75 s.
     pub idle: Duration,
-    /// Each read of a request body and each write to the client. Defaults to 60 s.
+    /// A whole request body, from its head. Defaults to 120 s.
+    pub request_body: Duration,
+    /// Each write to the client: a client that takes nothing for this long is cut off (the
+    /// write-progress deadline). Defaults to 60 s.
     pub client_io: Duration,
     /// TCP + TLS connect to a backend. Defaults to 10 s.
     pub connect: Duration,
@@ -245,6 +268,7 @@ impl Default for Timeouts {
         Timeouts {
             request_head: Duration::from_secs(10),
             idle: Duration::from_secs(75),
+            request_body: Duration::from_secs(120),
             client_io: Duration::from_secs(60),
             connect: Duration::from_secs(10),
             first_byte: Duration::from_secs(300),
@@ -523,17 +547,53 @@ impl Server {
         };
         let debug = flag(raw.debug.as_ref(), false, "server.debug", problems);
         let workers = raw.workers.unwrap_or(DEFAULT_WORKERS);
-        if workers == 0 || workers > 1024 {
-            problems.push(format!("server.workers: expected 1 to 1024, got {workers}"));
+        if workers == 0 || workers > MAX_WORKERS {
+            problems.push(format!(
+                "server.workers: expected 1 to {MAX_WORKERS}, got {workers}"
+            ));
         }
         let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if max_connections == 0 {
             problems.push("server.max_connections: must be at least 1".to_owned());
         }
+        let at_least_one =
+            |field: &str, value: Option<usize>, default: usize, problems: &mut Vec<String>| {
+                match value {
+                    Some(0) => {
+                        problems.push(format!("server.{field}: must be at least 1"));
+                        default
+                    }
+                    Some(n) => n,
+                    None => default,
+                }
+            };
+        let max_connections_per_client = at_least_one(
+            "max_connections_per_client",
+            raw.max_connections_per_client,
+            (max_connections / 2).max(1),
+            problems,
+        );
+        let max_requests_per_client = at_least_one(
+            "max_requests_per_client",
+            raw.max_requests_per_client,
+            (workers / 2).max(1),
+            problems,
+        );
         let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 {
             problems.push("server.max_body_bytes: must be at least 1".to_owned());
         }
+        let max_buffered_body_bytes = raw
+            .max_buffered_body_bytes
+            .unwrap_or(DEFAULT_MAX_BUFFERED_BODY_BYTES);
+        if max_buffered_body_bytes < max_body_bytes.saturating_mul(2) {
+            problems.push(format!(
+                "server.max_buffered_body_bytes: must hold at least one largest body twice \
+                 (2 x server.max_body_bytes = {}), got {max_buffered_body_bytes}",
+                max_body_bytes.saturating_mul(2)
+            ));
+        }
+        let min_body_rate = raw.min_request_body_rate.unwrap_or(DEFAULT_MIN_BODY_RATE);
 
         let defaults = Timeouts::default();
         let mut secs = |field: &str, value: Option<u64>, default: Duration| match value {
@@ -551,6 +611,11 @@ impl Server {
                 defaults.request_head,
             ),
             idle: secs("idle_timeout", raw.idle_timeout, defaults.idle),
+            request_body: secs(
+                "request_body_timeout",
+                raw.request_body_timeout,
+                defaults.request_body,
+            ),
             client_io: secs(
                 "client_io_timeout",
                 raw.client_io_timeout,
@@ -637,7 +702,11 @@ impl Server {
             debug,
             workers,
             max_body_bytes,
+            max_buffered_body_bytes,
+            min_body_rate,
             max_connections,
+            max_connections_per_client,
+            max_requests_per_client,
             timeouts,
             health,
             shutdown_timeout,
@@ -650,7 +719,8 @@ impl Server {
     }
 }
 
-const DEFAULT_WORKERS: usize = 64;
+const DEFAULT_WORKERS: usize = 2048;
+const MAX_WORKERS: usize = 65536;
 
 fn check_domain(domain: &str) -> Result<(), String> {
     let ok = !domain.is_empty()
@@ -831,10 +901,15 @@ struct RawServer {
     bind: Option<String>,
     workers: Option<usize>,
     max_body_bytes: Option<u64>,
+    max_buffered_body_bytes: Option<u64>,
+    min_request_body_rate: Option<u64>,
     max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
+    max_requests_per_client: Option<usize>,
     cert_dir: Option<String>,
     request_head_timeout: Option<u64>,
     idle_timeout: Option<u64>,
+    request_body_timeout: Option<u64>,
     client_io_timeout: Option<u64>,
     connect_timeout: Option<u64>,
     first_byte_timeout: Option<u64>,

@@ -17,6 +17,8 @@ const BUCKETS: [f64; 14] = [
 pub struct Metrics {
     /// Open client connections, idle ones included (the server's connection slots).
     pub connections: Arc<AtomicUsize>,
+    /// Request bodies held in memory (the server's budget), once the server has one.
+    pub body_budget: std::sync::OnceLock<crate::server::BodyBudget>,
     in_flight: AtomicUsize,
     failovers: AtomicU64,
     inner: Mutex<Tables>,
@@ -153,6 +155,17 @@ impl Metrics {
             out,
             "trae_proxy_open_connections {}",
             self.connections.load(Ordering::Acquire)
+        );
+        header(
+            &mut out,
+            "buffered_body_bytes",
+            "gauge",
+            "Memory charged for request bodies being received or served (twice each body).",
+        );
+        let _ = writeln!(
+            out,
+            "trae_proxy_buffered_body_bytes {}",
+            self.body_budget.get().map_or(0, |b| b.used())
         );
         header(
             &mut out,

@@ -67,10 +67,18 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         proxy.router.model_list()
     );
 
+    let body_budget = server::BodyBudget::new(config.server.max_buffered_body_bytes);
+    let _ = metrics.body_budget.set(body_budget.clone());
     let settings = Settings {
         workers: config.server.workers,
         max_connections: config.server.max_connections,
         max_body_bytes: config.server.max_body_bytes,
+        body_budget,
+        clients: server::Clients::new(
+            config.server.max_connections_per_client,
+            config.server.max_requests_per_client,
+        ),
+        min_body_rate: config.server.min_body_rate,
         timeouts: config.server.timeouts,
         shutdown_timeout: config.server.shutdown_timeout,
         open_connections: Arc::clone(&metrics.connections),

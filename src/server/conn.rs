@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use rustls::ServerConnection;
 
+use super::intake::{self, Complete, Limits, Receiving, Step};
+use super::limits::{ClientConnection, ClientRequest};
+
 pub struct Conn {
     pub sock: TcpStream,
     /// `None` on the plain-HTTP listener (`server.http_bind`). Boxed: it is most of a
@@ -26,7 +29,16 @@ pub struct Conn {
     /// are made.
     pub read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// The request being received: its head parsed, its body arriving.
+    pub receiving: Option<Box<Receiving>>,
+    /// A request received whole, waiting for or held by a worker.
+    pub ready: Option<Box<Complete>>,
+    /// This client's request-in-flight share while a worker serves `ready`.
+    pub in_flight: Option<ClientRequest>,
+    /// Bytes for a plain-HTTP client not yet written (a `100 Continue`); TLS keeps its own.
+    pending: Vec<u8>,
     _slot: Slot,
+    _client: ClientConnection,
 }
 
 impl Conn {
@@ -34,7 +46,7 @@ impl Conn {
         sock: TcpStream,
         tls: Option<Box<ServerConnection>>,
         peer: SocketAddr,
-        slot: Slot,
+        places: (Slot, ClientConnection),
     ) -> Self {
         Conn {
             sock,
@@ -44,7 +56,12 @@ impl Conn {
             since: Instant::now(),
             read_timeout: None,
             write_timeout: None,
-            _slot: slot,
+            receiving: None,
+            ready: None,
+            in_flight: None,
+            pending: Vec::new(),
+            _slot: places.0,
+            _client: places.1,
         }
     }
 
@@ -95,10 +112,12 @@ impl Conn {
         }
     }
 
-    /// Whether `buf` holds a complete request head: an empty line after some content. Leading
-    /// empty lines are dropped first (RFC 9112 §2.2 lets a server ignore them), so a client
-    /// cannot hand a worker a "complete" head made only of blank lines.
-    pub fn has_complete_head(&mut self) -> bool {
+    /// Drops empty lines before a request (RFC 9112 section 2.2 lets a server ignore them), so
+    /// a client cannot pass blank lines off as a request head.
+    pub fn skip_blank_lines(&mut self) {
+        if self.receiving.is_some() {
+            return;
+        }
         let blank = self
             .buf
             .iter()
@@ -107,7 +126,79 @@ impl Conn {
         if blank > 0 {
             self.buf.drain(..blank);
         }
-        find_head_end(&self.buf).is_some()
+    }
+
+    /// Runs [`intake::advance`] on what `buf` holds. A `100 Continue` it produces is queued for
+    /// the client; the caller flushes it ([`Conn::flush_nonblocking`] or [`Conn::flush_blocking`]).
+    pub fn receive(&mut self, limits: Limits<'_>) -> Step {
+        self.skip_blank_lines();
+        if self.buf.is_empty() && self.receiving.is_none() {
+            return Step::NeedMore;
+        }
+        let mut out = Vec::new();
+        let step = intake::advance(&mut self.receiving, &mut self.buf, limits, &mut out);
+        if !out.is_empty() {
+            match self.tls.as_mut() {
+                // Buffered in rustls, encrypted when flushed; cannot fail short of memory.
+                Some(tls) => {
+                    let _ = tls.writer().write_all(&out);
+                }
+                None => self.pending.extend_from_slice(&out),
+            }
+        }
+        step
+    }
+
+    /// Writes what is queued for the client without blocking. `Ok(true)` when some is left
+    /// (the caller waits for the socket to be writable).
+    pub fn flush_nonblocking(&mut self) -> io::Result<bool> {
+        match self.tls.as_mut() {
+            Some(tls) => {
+                while tls.wants_write() {
+                    match tls.write_tls(&mut self.sock) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            None => {
+                while !self.pending.is_empty() {
+                    match self.sock.write(&self.pending) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => {
+                            self.pending.drain(..n);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Writes what is queued for the client, waiting as the socket's write timeout allows.
+    pub fn flush_blocking(&mut self) -> io::Result<()> {
+        match self.tls.as_mut() {
+            Some(tls) => {
+                while tls.wants_write() {
+                    tls.write_tls(&mut self.sock)?;
+                }
+            }
+            None => {
+                self.sock.write_all(&self.pending)?;
+                self.pending.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing of a next request has arrived: the connection is idle between requests.
+    pub fn is_idle(&self) -> bool {
+        self.buf.is_empty() && self.receiving.is_none() && self.ready.is_none()
     }
 }
 

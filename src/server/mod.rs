@@ -1,23 +1,27 @@
 //! The HTTPS server: a listener whose connections are parked on one polling thread while they
-//! handshake, send their request head or sit idle, and a fixed pool of worker threads that each
-//! serve one connection at a time once a complete request head is there.
+//! handshake, send their request (head and body) or sit idle, and a pool of worker threads that
+//! each serve one connection at a time once a whole request is there.
 //!
 //! ```text
-//!   accept ──▶ parking (mio, non-blocking) ──head complete──▶ work queue ──▶ worker (blocking)
-//!                 ▲   handshake, head, idle keep-alive                          │
-//!                 └────────────── keep-alive, nothing buffered ◀────────────────┘
+//!   accept ──▶ parking (mio, non-blocking) ──request complete──▶ work queue ──▶ worker (blocking)
+//!                 ▲   handshake, head, body, idle keep-alive                      │
+//!                 └──────────────── keep-alive, next request not complete ◀──────┘
 //! ```
 //!
-//! Why: with blocking I/O, a worker that waits for a client's next request is a worker lost.
-//! Parking the waiting ones on a poller (as Apache's event MPM does with keep-alive connections)
-//! means idle and slow clients cost a few KiB each and no thread, while the workers only ever
-//! wait on the backend and on writing to the client.
+//! Why: with blocking I/O, a worker that waits for a client is a worker lost. Parking the
+//! waiting ones on a poller (as Apache's event MPM does with keep-alive connections, and nginx
+//! by buffering request bodies) means idle and slow clients cost a few KiB each and no thread,
+//! while the workers only ever wait on the backend and on writing to the client — the latter
+//! under a write-progress deadline.
 
 mod conn;
 mod exchange;
+mod intake;
+mod limits;
 mod parking;
 mod pool;
 pub mod respond;
+mod sys;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -25,9 +29,11 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 pub use exchange::{Handler, Transport};
+pub use limits::{BodyBudget, Clients};
 pub use parking::Listener;
 pub use respond::{After, BodyStream, Headers, Responder, Upgrade, json_content_type};
 
+use crate::api_error::ApiError;
 use crate::config::Timeouts;
 use crate::error::Error;
 use crate::lifecycle::Lifecycle;
@@ -36,11 +42,17 @@ use crate::lifecycle::Lifecycle;
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// What the server needs to know from the configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub workers: usize,
     pub max_connections: usize,
     pub max_body_bytes: u64,
+    /// Request bodies held in memory at once, by all connections.
+    pub body_budget: BodyBudget,
+    /// Connections and requests in flight per client address.
+    pub clients: Arc<Clients>,
+    /// Bytes per second a request body must average after its first seconds; 0: no minimum.
+    pub min_body_rate: u64,
     pub timeouts: Timeouts,
     /// How long a graceful stop waits for requests in flight.
     pub shutdown_timeout: Duration,
@@ -68,6 +80,17 @@ pub fn run(
     parking.run()
 }
 
+/// Takes the client's request-in-flight share for the request in `conn.ready`, or says why not.
+fn admit(conn: &mut conn::Conn, clients: &Arc<Clients>) -> Result<(), ApiError> {
+    match clients.start_request(conn.peer.ip()) {
+        Some(share) => {
+            conn.in_flight = Some(share);
+            Ok(())
+        }
+        None => Err(ApiError::client_busy(clients.max_requests())),
+    }
+}
+
 /// Serves one plain-HTTP connection on the calling thread until it closes: for small
 /// side servers (the built-in `mock` backend) that want the same parsing, limits and error
 /// answers as the proxy without TLS or the worker pool.
@@ -77,7 +100,7 @@ pub fn serve_plain(
     max_body: u64,
     io_timeout: Duration,
 ) {
-    use std::io::Read;
+    use std::io::{Read, Write};
     let peer = match sock.peer_addr() {
         Ok(p) => p,
         Err(_) => return,
@@ -88,32 +111,34 @@ pub fn serve_plain(
         return;
     }
     let _ = sock.set_nodelay(true);
+    let budget = BodyBudget::new(max_body.saturating_mul(2));
+    let limits = intake::Limits {
+        max_body,
+        budget: &budget,
+    };
     let mut buf = Vec::new();
+    let mut receiving = None;
     let mut chunk = [0u8; 4096];
     loop {
-        while conn::find_head_end(&buf).is_none() {
-            if buf.len() > MAX_HEAD_BYTES {
-                let _ = std::io::Write::write_all(
-                    &mut sock,
-                    &respond::raw_error(&crate::api_error::ApiError::header_too_large(
-                        MAX_HEAD_BYTES,
-                    )),
-                );
-                return;
-            }
-            match sock.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let mut out = Vec::new();
+        let step = intake::advance(&mut receiving, &mut buf, limits, &mut out);
+        if !out.is_empty() && sock.write_all(&out).is_err() {
+            return;
         }
-        match exchange::serve(
-            &mut sock,
-            &mut buf,
-            peer,
-            Transport::Plain,
-            max_body,
-            handler,
-        ) {
+        let after = match step {
+            intake::Step::NeedMore => match sock.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    continue;
+                }
+            },
+            intake::Step::Reject(e) => exchange::reject(&mut sock, &e),
+            intake::Step::Ready(complete) => {
+                exchange::serve(&mut sock, *complete, peer, Transport::Plain, handler)
+            }
+        };
+        match after {
             Ok(After::KeepAlive) => {}
             Ok(_) | Err(_) => return,
         }

@@ -1,33 +1,42 @@
 //! The parking loop: one thread that accepts connections and holds every connection that is not
-//! being served — handshaking, sending its request head, or idle between requests — on a
-//! non-blocking socket polled with mio. A connection goes to the work queue only once a complete
-//! request head has been decrypted, so slow or idle clients never hold a worker.
+//! being served — handshaking, sending its request head or body, or idle between requests — on a
+//! non-blocking socket polled with mio. A connection goes to the work queue only once a whole
+//! request (head and body) has arrived ([`intake`](super::intake)), so slow or idle clients never
+//! hold a worker.
 //!
-//! Deadlines: handshake + request head within `request_head_timeout` of the first byte we wait
-//! for (a client sending one byte a second gets a 408, or a close mid-handshake); an idle
-//! keep-alive connection is closed after `idle_timeout`. Deadlines are swept once a second.
+//! Deadlines, swept once a second: handshake + request head within `request_head_timeout` of the
+//! first byte waited for (a client sending a byte a second gets a 408, or a close mid-handshake);
+//! a request body within `request_body_timeout` of its head, and after the first
+//! [`BODY_GRACE`] at no less than `min_request_body_rate` on average (408); an idle keep-alive
+//! connection is closed after `idle_timeout`.
+//!
+//! Shares: each client address may hold `max_connections_per_client` connections. When all
+//! `max_connections` places are taken, the connection idle for longest is closed to let a new
+//! one in (nginx does the same with keep-alive connections when it runs short).
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::ServerConnection;
 
 use super::conn::{Conn, Slot};
 use super::exchange::Handler;
+use super::intake::{Limits, Step};
+use super::limits::{BodyBudget, Clients};
 use super::pool::{Returns, WorkQueue};
 use super::respond::raw_error;
-use super::{MAX_HEAD_BYTES, Settings};
+use super::sys::Source;
+use super::{Settings, admit};
 use crate::api_error::ApiError;
 use crate::error::Error;
 use crate::lifecycle::Lifecycle;
+use crate::logging::Field;
 
 const WAKER: Token = Token(0);
 /// Tokens 1 and 2: the TLS listener and the optional plain-HTTP one.
@@ -36,8 +45,11 @@ const FIRST_CONN: usize = 3;
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// While draining, how often to look whether the last request has finished.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
-/// Log the connection cap at most this often, so a flood does not flood the log too.
+/// Log a refused connection at most this often, so a flood does not flood the log too.
 const CAP_WARN_EVERY: Duration = Duration::from_secs(10);
+/// A request body's minimum rate is judged only after this long: a client may pause before it
+/// starts (curl waits up to a second for `100 Continue`).
+pub const BODY_GRACE: Duration = Duration::from_secs(10);
 
 /// A listening socket and how its connections speak: TLS with our certificate, or plain HTTP.
 pub struct Listener {
@@ -57,25 +69,35 @@ pub struct Parking {
     free: Vec<usize>,
     open: Arc<AtomicUsize>,
     max_connections: usize,
+    clients: Arc<Clients>,
+    budget: BodyBudget,
+    max_body: u64,
     head_timeout: Duration,
+    body_timeout: Duration,
+    min_body_rate: u64,
     idle_timeout: Duration,
     last_cap_warning: Option<Instant>,
+    last_client_warning: Option<Instant>,
 }
 
 struct Parked {
     conn: Conn,
+    /// For the handshake and the request head, or for an idle connection.
     deadline: Instant,
-    /// Waiting for the next request with nothing received yet (the idle deadline applies).
-    idle: bool,
-    /// Whether write interest is registered (a handshake flight did not fit the socket buffer).
+    /// Since when it waits for its next request with nothing received (the idle deadline).
+    idle_since: Option<Instant>,
+    /// Whether write interest is registered (a handshake flight or a `100 Continue` did not fit
+    /// the socket buffer).
     writing: bool,
 }
 
-/// What a read/handshake step left the connection in.
-enum Step {
-    Waiting { writing: bool },
-    HeadReady,
-    Close,
+/// How a connection leaves the parking loop when it is not handed to a worker.
+enum Ending {
+    /// Routine: closed, or told goodbye (idle, draining).
+    Quiet,
+    /// The client went away or broke the connection.
+    Gone,
+    /// An error answer, then close.
     Reject(ApiError),
 }
 
@@ -90,7 +112,7 @@ impl Parking {
         for (i, listener) in listeners.iter().enumerate() {
             listener.socket.set_nonblocking(true)?;
             poll.registry().register(
-                &mut SourceFd(&listener.socket.as_raw_fd()),
+                &mut Source(&listener.socket),
                 Token(FIRST_LISTENER + i),
                 Interest::READABLE,
             )?;
@@ -114,9 +136,15 @@ impl Parking {
             free: Vec::new(),
             open: Arc::clone(&settings.open_connections),
             max_connections: settings.max_connections,
+            clients: Arc::clone(&settings.clients),
+            budget: settings.body_budget.clone(),
+            max_body: settings.max_body_bytes,
             head_timeout: settings.timeouts.request_head,
+            body_timeout: settings.timeouts.request_body,
+            min_body_rate: settings.min_body_rate,
             idle_timeout: settings.timeouts.idle,
             last_cap_warning: None,
+            last_client_warning: None,
         })
     }
 
@@ -131,7 +159,7 @@ impl Parking {
                     self.begin_drain();
                     Instant::now() + self.shutdown_timeout
                 });
-                let running = self.queue.in_flight();
+                let running = self.queue.in_flight() + self.receiving();
                 if running == 0 {
                     info!("all requests finished; exiting");
                     return Ok(());
@@ -145,7 +173,7 @@ impl Parking {
                 }
             }
             let timeout = if drain_deadline.is_some() {
-                DRAIN_POLL
+                DRAIN_POLL.min(next_sweep.saturating_duration_since(Instant::now()))
             } else {
                 next_sweep.saturating_duration_since(Instant::now())
             };
@@ -169,17 +197,30 @@ impl Parking {
         }
     }
 
-    /// Stops accepting and closes every parked connection: none has a request in flight.
+    /// Connections whose request body is still arriving.
+    fn receiving(&self) -> usize {
+        self.parked
+            .iter()
+            .flatten()
+            .filter(|p| p.conn.receiving.is_some())
+            .count()
+    }
+
+    /// Stops accepting and closes every parked connection that has no request under way; a
+    /// request whose body is still arriving may finish within the drain.
     fn begin_drain(&mut self) {
         for listener in self.listeners.drain(..) {
             let _ = self
                 .poll
                 .registry()
-                .deregister(&mut SourceFd(&listener.socket.as_raw_fd()));
+                .deregister(&mut Source(&listener.socket));
         }
         for index in 0..self.parked.len() {
-            if let Some(mut parked) = self.unpark(index) {
-                parked.conn.say_goodbye();
+            let receiving = self.parked[index]
+                .as_ref()
+                .is_some_and(|p| p.conn.receiving.is_some());
+            if !receiving {
+                self.end(index, Ending::Quiet);
             }
         }
     }
@@ -199,19 +240,32 @@ impl Parking {
                     return;
                 }
             };
-            let Some(slot) = Slot::take(&self.open, self.max_connections) else {
-                let now = Instant::now();
-                if self
-                    .last_cap_warning
-                    .is_none_or(|t| now.duration_since(t) >= CAP_WARN_EVERY)
-                {
+            let tls = listener.tls.clone();
+            // The client's own share first: one that has its share open must not push out
+            // other clients' idle connections.
+            let Some(client) = self.clients.connect(peer.ip()) else {
+                if warn_now(&mut self.last_client_warning) {
                     warn!(
-                        "connection limit reached (server.max_connections = {}): refusing new connections",
+                        "{} has its share of connections open (server.max_connections_per_client); \
+                         refusing more from it",
+                        peer.ip()
+                    );
+                }
+                continue;
+            };
+            let slot = match Slot::take(&self.open, self.max_connections) {
+                Some(slot) => Some(slot),
+                None if self.evict_oldest_idle() => Slot::take(&self.open, self.max_connections),
+                None => None,
+            };
+            let Some(slot) = slot else {
+                if warn_now(&mut self.last_cap_warning) {
+                    warn!(
+                        "connection limit reached (server.max_connections = {}) with none idle: \
+                         refusing new connections",
                         self.max_connections
                     );
-                    self.last_cap_warning = Some(now);
                 }
-                drop(sock);
                 continue;
             };
             if sock.set_nonblocking(true).is_err() {
@@ -219,11 +273,7 @@ impl Parking {
             }
             // Small SSE events must leave at once, not wait for Nagle.
             let _ = sock.set_nodelay(true);
-            let tls = match listener
-                .tls
-                .as_ref()
-                .map(|c| ServerConnection::new(Arc::clone(c)))
-            {
+            let tls = match tls.map(ServerConnection::new) {
                 None => None,
                 Some(Ok(t)) => Some(Box::new(t)),
                 Some(Err(e)) => {
@@ -231,21 +281,41 @@ impl Parking {
                     continue;
                 }
             };
-            let conn = Conn::new(sock, tls, peer, slot);
+            let conn = Conn::new(sock, tls, peer, (slot, client));
             let deadline = conn.since + self.head_timeout;
             self.park(conn, deadline);
+        }
+    }
+
+    /// Closes the connection that has been idle for longest, to make room. False when none is
+    /// idle.
+    fn evict_oldest_idle(&mut self) -> bool {
+        let oldest = self
+            .parked
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i, p.as_ref()?.idle_since?)))
+            .min_by_key(|(_, since)| *since)
+            .map(|(i, _)| i);
+        match oldest {
+            Some(index) => {
+                debug!("connection limit reached: closing the connection idle for longest");
+                self.end(index, Ending::Quiet);
+                true
+            }
+            None => false,
         }
     }
 
     /// Connections the workers kept alive.
     fn take_returns(&mut self) {
         while let Ok(mut conn) = self.returns_rx.try_recv() {
-            if self.lifecycle.stopping() {
+            if self.lifecycle.stopping() && conn.receiving.is_none() {
                 conn.say_goodbye();
                 continue;
             }
             let deadline = Instant::now()
-                + if conn.buf.is_empty() {
+                + if conn.is_idle() {
                     self.idle_timeout
                 } else {
                     self.head_timeout
@@ -254,26 +324,27 @@ impl Parking {
         }
     }
 
-    fn park(&mut self, conn: Conn, deadline: Instant) {
+    fn park(&mut self, mut conn: Conn, deadline: Instant) {
         let index = self.free.pop().unwrap_or_else(|| {
             self.parked.push(None);
             self.parked.len() - 1
         });
-        let fd = conn.sock.as_raw_fd();
         if let Err(e) = self.poll.registry().register(
-            &mut SourceFd(&fd),
+            &mut Source(&conn.sock),
             Token(index + FIRST_CONN),
             Interest::READABLE,
         ) {
             debug!("{}: cannot poll the connection: {e}", conn.peer);
+            conn.say_goodbye();
             self.free.push(index);
             return;
         }
+        let idle_since = (conn.is_idle() && !conn.is_handshaking()).then(Instant::now);
         if let Some(slot) = self.parked.get_mut(index) {
             *slot = Some(Parked {
-                idle: conn.buf.is_empty() && !conn.is_handshaking(),
                 conn,
                 deadline,
+                idle_since,
                 writing: false,
             });
         }
@@ -282,15 +353,51 @@ impl Parking {
     }
 
     fn step(&mut self, index: usize) {
+        let limits = Limits {
+            max_body: self.max_body,
+            budget: &self.budget,
+        };
+        let head_timeout = self.head_timeout;
         let Some(parked) = self.parked.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
-        match advance(&mut parked.conn) {
-            Step::Waiting { writing } => {
-                if parked.idle && !parked.conn.buf.is_empty() {
+        let conn = &mut parked.conn;
+        // Read and receive in turns until the socket is drained or a request is complete.
+        let (step, eof) = loop {
+            let Some(read) = read_available(conn) else {
+                return self.end(index, Ending::Gone);
+            };
+            let step = if conn.is_handshaking() {
+                Step::NeedMore
+            } else {
+                conn.receive(limits)
+            };
+            if !matches!(step, Step::NeedMore) || read.eof || !read.more {
+                break (step, read.eof);
+            }
+        };
+        let writing = match conn.flush_nonblocking() {
+            Ok(more) => more,
+            Err(_) => return self.end(index, Ending::Gone),
+        };
+        match step {
+            Step::Ready(complete) => {
+                let Some(mut parked) = self.unpark(index) else {
+                    return;
+                };
+                parked.conn.ready = Some(complete);
+                match admit(&mut parked.conn, &self.clients) {
+                    Ok(()) => self.queue.push(parked.conn),
+                    Err(e) => reject(parked.conn, &e),
+                }
+            }
+            Step::Reject(e) => self.end(index, Ending::Reject(e)),
+            Step::NeedMore if eof => self.end(index, Ending::Gone),
+            Step::NeedMore => {
+                if parked.idle_since.is_some() && !parked.conn.is_idle() {
                     // The next request has begun: it gets the head deadline, not the idle one.
-                    parked.idle = false;
-                    parked.deadline = parked.deadline.min(Instant::now() + self.head_timeout);
+                    parked.idle_since = None;
+                    parked.deadline = parked.deadline.min(Instant::now() + head_timeout);
                 }
                 if writing != parked.writing {
                     parked.writing = writing;
@@ -299,28 +406,15 @@ impl Parking {
                     } else {
                         Interest::READABLE
                     };
-                    let fd = parked.conn.sock.as_raw_fd();
-                    if self
-                        .poll
-                        .registry()
-                        .reregister(&mut SourceFd(&fd), Token(index + FIRST_CONN), interest)
-                        .is_err()
-                    {
-                        self.unpark(index);
+                    let token = Token(index + FIRST_CONN);
+                    let registered = self.poll.registry().reregister(
+                        &mut Source(&parked.conn.sock),
+                        token,
+                        interest,
+                    );
+                    if registered.is_err() {
+                        self.end(index, Ending::Gone);
                     }
-                }
-            }
-            Step::HeadReady => {
-                if let Some(parked) = self.unpark(index) {
-                    self.queue.push(parked.conn);
-                }
-            }
-            Step::Close => {
-                self.unpark(index);
-            }
-            Step::Reject(err) => {
-                if let Some(mut parked) = self.unpark(index) {
-                    reject(&mut parked.conn, &err);
                 }
             }
         }
@@ -328,141 +422,196 @@ impl Parking {
 
     fn unpark(&mut self, index: usize) -> Option<Parked> {
         let parked = self.parked.get_mut(index)?.take()?;
-        let fd = parked.conn.sock.as_raw_fd();
-        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut Source(&parked.conn.sock));
         self.free.push(index);
         Some(parked)
+    }
+
+    /// Takes a connection out of the loop for good: says goodbye, answers with an error, or
+    /// just closes; a request whose body was arriving gets its access-log line.
+    fn end(&mut self, index: usize, ending: Ending) {
+        let Some(mut parked) = self.unpark(index) else {
+            return;
+        };
+        let conn = &mut parked.conn;
+        if let Some(r) = conn.receiving.as_ref() {
+            let (method, path) = r.describe();
+            let status = match &ending {
+                Ending::Reject(e) => e.status.as_u16().to_string(),
+                Ending::Quiet | Ending::Gone => "-".to_owned(),
+            };
+            info!(
+                target: "trae_proxy::access",
+                "{} {} status={status} model=- backend=- failovers=0 ms={} bytes=0 peer={} \
+                 aborted=client (request body: {} bytes received)",
+                Field(method.as_str()),
+                Field(path),
+                r.started.elapsed().as_millis(),
+                conn.peer,
+                r.received(),
+            );
+        }
+        match ending {
+            Ending::Quiet => conn.say_goodbye(),
+            Ending::Gone => {}
+            Ending::Reject(e) => reject(parked.conn, &e),
+        }
     }
 
     fn sweep(&mut self) {
         let now = Instant::now();
         for index in 0..self.parked.len() {
-            let expired = self.parked[index]
-                .as_ref()
-                .is_some_and(|p| p.deadline <= now);
-            if !expired {
-                continue;
-            }
-            let Some(mut parked) = self.unpark(index) else {
+            let Some(parked) = self.parked[index].as_ref() else {
                 continue;
             };
-            let conn = &mut parked.conn;
-            if conn.is_handshaking() {
+            let conn = &parked.conn;
+            let ending = if let Some(r) = conn.receiving.as_ref() {
+                let elapsed = now.saturating_duration_since(r.started);
+                let too_slow = self.min_body_rate > 0
+                    && elapsed > BODY_GRACE
+                    && (r.received() as f64) < self.min_body_rate as f64 * elapsed.as_secs_f64();
+                if elapsed >= self.body_timeout || too_slow {
+                    debug!(
+                        "{}: request body too slow ({} bytes in {} ms); 408",
+                        conn.peer,
+                        r.received(),
+                        elapsed.as_millis()
+                    );
+                    Some(Ending::Reject(ApiError::request_timeout()))
+                } else {
+                    None
+                }
+            } else if parked.deadline > now {
+                None
+            } else if conn.is_handshaking() {
                 debug!("{}: TLS handshake not completed in time; closed", conn.peer);
-            } else if conn.buf.is_empty() {
+                Some(Ending::Gone)
+            } else if conn.is_idle() {
                 // An idle keep-alive connection: closing it is routine, not an error.
-                conn.say_goodbye();
+                Some(Ending::Quiet)
             } else {
                 debug!("{}: request head not completed in time; 408", conn.peer);
-                reject(conn, &ApiError::request_timeout());
+                Some(Ending::Reject(ApiError::request_timeout()))
+            };
+            if let Some(ending) = ending {
+                self.end(index, ending);
             }
         }
     }
 }
 
-/// Reads what the socket has, advances the handshake, collects plaintext, and writes any
-/// handshake flight, all without blocking.
-fn advance(conn: &mut Conn) -> Step {
-    if conn.tls.is_none() {
-        return advance_plain(conn);
+/// Whether a rate-limited warning is due now; records it if so.
+fn warn_now(last: &mut Option<Instant>) -> bool {
+    let now = Instant::now();
+    if last.is_none_or(|t| now.duration_since(t) >= CAP_WARN_EVERY) {
+        *last = Some(now);
+        true
+    } else {
+        false
     }
-    let mut eof = false;
+}
+
+/// Most plaintext collected in one turn before intake consumes it: a fast sender cannot make a
+/// connection's buffer grow by the whole socket buffer (megabytes) at once.
+const READ_PER_TURN: usize = 64 * 1024;
+
+/// What one turn of reading left.
+struct Read {
+    /// The client has ended its side (TCP or TLS close).
+    eof: bool,
+    /// The socket may hold more (the turn stopped at [`READ_PER_TURN`]).
+    more: bool,
+}
+
+/// Reads what the socket has (up to [`READ_PER_TURN`]), advances the TLS handshake and collects
+/// plaintext, without blocking. `None`: the connection broke (a TLS error's alert is sent
+/// first).
+fn read_available(conn: &mut Conn) -> Option<Read> {
+    if conn.tls.is_none() {
+        return read_plain(conn);
+    }
+    let mut read = Read {
+        eof: false,
+        more: false,
+    };
     loop {
+        let tls = conn.tls.as_mut()?;
         // rustls reads at most one buffer's worth per call; keep going until the socket says
         // WouldBlock, as edge-triggered polling requires.
-        let Some(tls) = conn.tls.as_mut() else {
-            return Step::Close;
-        };
-        let more = match tls.read_tls(&mut conn.sock) {
+        let drained = match tls.read_tls(&mut conn.sock) {
             Ok(0) => {
-                eof = true;
-                false
+                read.eof = true;
+                true
             }
-            Ok(_) => true,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Step::Close,
+            Err(_) => return None,
         };
         if let Err(e) = tls.process_new_packets() {
             debug!("{}: TLS error: {e}", conn.peer);
             // Send the alert rustls queued, so the client learns why.
             let _ = tls.write_tls(&mut conn.sock);
-            return Step::Close;
+            return None;
         }
         if conn.take_plaintext() {
-            eof = true;
+            read.eof = true;
         }
-        if conn.buf.len() > MAX_HEAD_BYTES && !conn.has_complete_head() {
-            return Step::Reject(ApiError::header_too_large(MAX_HEAD_BYTES));
+        if read.eof || drained {
+            return Some(read);
         }
-        if eof || !more {
-            break;
-        }
-    }
-    let mut writing = false;
-    let Some(tls) = conn.tls.as_mut() else {
-        return Step::Close;
-    };
-    while tls.wants_write() {
-        match tls.write_tls(&mut conn.sock) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                writing = true;
-                break;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Step::Close,
+        if conn.buf.len() >= READ_PER_TURN {
+            read.more = true;
+            return Some(read);
         }
     }
-    if conn.has_complete_head() {
-        return Step::HeadReady;
-    }
-    if eof {
-        return Step::Close;
-    }
-    Step::Waiting { writing }
 }
 
-/// `advance` for the plain-HTTP listener: collect bytes until a head is complete.
-fn advance_plain(conn: &mut Conn) -> Step {
+/// `read_available` for the plain-HTTP listener.
+fn read_plain(conn: &mut Conn) -> Option<Read> {
     let mut chunk = [0u8; 4096];
     loop {
-        match conn.sock.read(&mut chunk) {
+        match io::Read::read(&mut conn.sock, &mut chunk) {
             Ok(0) => {
-                return if conn.has_complete_head() {
-                    Step::HeadReady
-                } else {
-                    Step::Close
-                };
+                return Some(Read {
+                    eof: true,
+                    more: false,
+                });
             }
-            Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Ok(n) => conn.buf.extend_from_slice(chunk.get(..n)?),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Some(Read {
+                    eof: false,
+                    more: false,
+                });
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Step::Close,
+            Err(_) => return None,
         }
-        if conn.buf.len() > MAX_HEAD_BYTES && !conn.has_complete_head() {
-            return Step::Reject(ApiError::header_too_large(MAX_HEAD_BYTES));
+        if conn.buf.len() >= READ_PER_TURN {
+            return Some(Read {
+                eof: false,
+                more: true,
+            });
         }
-    }
-    if conn.has_complete_head() {
-        Step::HeadReady
-    } else {
-        Step::Waiting { writing: false }
     }
 }
 
 /// Writes an error response without blocking (best effort: a client that does not read gets
 /// nothing) and closes.
-fn reject(conn: &mut Conn, err: &ApiError) {
+fn reject(mut conn: Conn, err: &ApiError) {
     if conn.is_handshaking() {
         return;
     }
     match conn.tls.as_mut() {
         None => {
-            let _ = conn.sock.write_all(&raw_error(err));
+            let _ = io::Write::write_all(&mut conn.sock, &raw_error(err));
         }
         Some(tls) => {
-            let _ = tls.writer().write_all(&raw_error(err));
+            let _ = io::Write::write_all(&mut tls.writer(), &raw_error(err));
             tls.send_close_notify();
             while tls.wants_write() {
                 if tls.write_tls(&mut conn.sock).is_err() {

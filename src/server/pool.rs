@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 
 use log::{debug, error};
 
-use super::Settings;
 use super::conn::{Conn, Stream};
 use super::exchange::Transport;
 use super::exchange::{self, Handler};
+use super::intake::{Limits, Step};
 use super::respond::{After, Upgrade};
+use super::{Settings, admit};
 use crate::lifecycle::Lifecycle;
 
 /// Workers kept even when idle, so a request after a quiet spell finds one ready.
@@ -228,8 +229,9 @@ impl Returns {
     }
 }
 
-/// Serves requests on `conn` while complete heads are buffered. Returns the connection when it
-/// should be parked to wait for the next request, `None` when it was closed.
+/// Serves the request in `conn.ready`, then any next request already complete in its buffer
+/// (or within [`LINGER`]). Returns the connection when it should be parked to wait for more,
+/// `None` when it was closed.
 fn serve_connection(
     mut conn: Conn,
     settings: &Settings,
@@ -245,7 +247,7 @@ fn serve_connection(
         debug!("{}: socket setup failed: {e}", conn.peer);
         return None;
     }
-    loop {
+    while let Some(complete) = conn.ready.take() {
         let after = {
             let transport = if conn.tls.is_some() {
                 Transport::Tls
@@ -258,15 +260,9 @@ fn serve_connection(
                 &mut conn.read_timeout,
                 io_timeout,
             );
-            exchange::serve(
-                &mut stream,
-                &mut conn.buf,
-                conn.peer,
-                transport,
-                settings.max_body_bytes,
-                handler,
-            )
+            exchange::serve(&mut stream, *complete, conn.peer, transport, handler)
         };
+        conn.in_flight = None;
         match after {
             // Stopping: the response is complete; no further request on this connection.
             Ok(After::KeepAlive) if lifecycle.stopping() => {
@@ -291,17 +287,57 @@ fn serve_connection(
         // Without touching the socket: a pipelined request may be waiting in rustls' buffer,
         // where the poller would never see it.
         conn.take_plaintext();
-        if !conn.has_complete_head() && !linger(&mut conn) {
+        if !next_request(&mut conn, settings) {
             return None;
-        }
-        if !conn.has_complete_head() {
-            break;
         }
     }
     match conn.sock.set_nonblocking(true) {
         Ok(()) => Some(conn),
         Err(_) => None,
     }
+}
+
+/// Receives the next request from what is buffered, waiting [`LINGER`] once for more. Sets
+/// `conn.ready` when it is complete (and admitted); false when the connection was closed.
+fn next_request(conn: &mut Conn, settings: &Settings) -> bool {
+    let limits = Limits {
+        max_body: settings.max_body_bytes,
+        budget: &settings.body_budget,
+    };
+    for lingered in [false, true] {
+        let step = conn.receive(limits);
+        // A 100 Continue for a pipelined request: the client waits for it.
+        if conn.flush_blocking().is_err() {
+            return false;
+        }
+        let error = match step {
+            Step::Ready(complete) => {
+                conn.ready = Some(complete);
+                match admit(conn, &settings.clients) {
+                    Ok(()) => return true,
+                    Err(e) => e,
+                }
+            }
+            Step::Reject(e) => e,
+            Step::NeedMore if lingered || conn.receiving.is_some() => return true,
+            Step::NeedMore => {
+                if !linger(conn) {
+                    return false;
+                }
+                continue;
+            }
+        };
+        conn.ready = None;
+        let mut stream = Stream::of(
+            &mut conn.tls,
+            &mut conn.sock,
+            &mut conn.read_timeout,
+            settings.timeouts.client_io,
+        );
+        let _ = exchange::reject(&mut stream, &error);
+        return false;
+    }
+    true
 }
 
 /// After `CONNECT` to our own domain: the client now starts TLS on this connection, as it would
@@ -500,12 +536,13 @@ mod tests {
         (server, Arc::new(client))
     }
 
-    /// Accepts one connection, completes its handshake and reads its request head, as the
+    /// Accepts one connection, completes its handshake and receives its request, as the
     /// parking loop would, and returns it ready for a worker.
     fn accept_ready(
         listener: &TcpListener,
         tls: &Arc<rustls::ServerConfig>,
         open: &Arc<AtomicUsize>,
+        settings: &Settings,
     ) -> Conn {
         let (mut sock, peer) = listener.accept().unwrap();
         let mut server = ServerConnection::new(Arc::clone(tls)).unwrap();
@@ -517,13 +554,22 @@ mod tests {
                 buf.extend_from_slice(&tmp[..n]);
             }
         }
+        let client = settings.clients.connect(peer.ip()).unwrap();
         let mut conn = Conn::new(
             sock,
             Some(Box::new(server)),
             peer,
-            Slot::take(open, 10).unwrap(),
+            (Slot::take(open, 10).unwrap(), client),
         );
         conn.buf = buf;
+        let limits = Limits {
+            max_body: settings.max_body_bytes,
+            budget: &settings.body_budget,
+        };
+        let Step::Ready(complete) = conn.receive(limits) else {
+            panic!("request not complete")
+        };
+        conn.ready = Some(complete);
         conn
     }
 
@@ -542,6 +588,9 @@ mod tests {
             workers: 1,
             max_connections: 10,
             max_body_bytes: 1024,
+            body_budget: crate::server::BodyBudget::new(4096),
+            clients: crate::server::Clients::new(10, 10),
+            min_body_rate: 0,
             timeouts: Timeouts::default(),
             shutdown_timeout: Duration::from_secs(1),
             open_connections: Arc::default(),
@@ -571,7 +620,7 @@ mod tests {
                 let _ = tls.read_to_end(&mut answer);
                 answer
             });
-            queue.push(accept_ready(&listener, &server_tls, &open));
+            queue.push(accept_ready(&listener, &server_tls, &open, &settings));
             answers.push(client.join().unwrap());
         }
         assert!(

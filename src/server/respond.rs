@@ -302,8 +302,13 @@ fn head_http10(status: StatusCode, headers: &Headers, content_length: Option<usi
 /// no request could be parsed (bad head, timeout): there is no `Reply` state to go through.
 pub fn raw_error(err: &ApiError) -> Vec<u8> {
     let body = err.to_body();
+    // Busy answers say when to come back; the OpenAI SDKs wait that long before retrying.
+    let retry = match err.status.as_u16() {
+        429 | 503 => "retry-after: 1\r\n",
+        _ => "",
+    };
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{retry}connection: close\r\n\r\n",
         err.status.as_u16(),
         err.status.canonical_reason().unwrap_or(""),
         body.len()

@@ -426,7 +426,7 @@ fn built_in_mock_backend_serves_the_proxy() {
     assert_eq!(text, "Mock reply to: a b");
     let body = r#"{"model":"mocked","input":"x"}"#;
     let raw = format!(
-        "POST /v1/embeddings HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let r = roundtrip(proxy.port, &proxy.ca_path(), raw.as_bytes());

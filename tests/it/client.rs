@@ -41,8 +41,23 @@ pub fn connect_alpn(port: u16, ca: &Path, protocols: &[&str]) -> Result<Tls, rus
     connect_with(port, Arc::new(config), "api.openai.com")
 }
 
+/// Connects from the loopback address `source` (127.0.0.2, say): another client, as the proxy's
+/// per-client limits see it.
+pub fn connect_from(port: u16, ca: &Path, source: [u8; 4]) -> Tls {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&std::net::SocketAddr::from((source, 0)).into())
+        .unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    handshake(sock.into(), tls_config(ca), "api.openai.com").unwrap()
+}
+
 fn connect_with(port: u16, config: Arc<ClientConfig>, name: &str) -> Result<Tls, rustls::Error> {
     let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    handshake(sock, config, name)
+}
+
+fn handshake(sock: TcpStream, config: Arc<ClientConfig>, name: &str) -> Result<Tls, rustls::Error> {
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     sock.set_nodelay(true).unwrap();

@@ -198,7 +198,7 @@ fn malformed_requests_get_400_and_the_server_keeps_serving() {
         assert_eq!(r.header("connection"), Some("close"));
     }
     // Non-ASCII header values are carried as bytes, not rejected.
-    let raw = "GET /v1/models HTTP/1.1\r\nX-Name: Jürgen\r\n\r\n";
+    let raw = "GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Name: Jürgen\r\n\r\n";
     assert_eq!(
         roundtrip(proxy.port, &proxy.ca_path(), raw.as_bytes()).status,
         200
@@ -353,4 +353,28 @@ fn a_body_that_follows_its_head_slowly_is_waited_for_on_a_kept_alive_connection(
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.json()["object"], "chat.completion");
     }
+}
+
+#[test]
+fn a_missing_or_doubled_host_is_400() {
+    // RFC 9112 section 3.2: an HTTP/1.1 request needs exactly one Host; none may have two.
+    let (mock, proxy) = setup();
+    for raw in [
+        &b"GET /v1/models HTTP/1.1\r\n\r\n"[..],
+        b"GET /v1/models HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /v1/models HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+    ] {
+        let r = roundtrip(proxy.port, &proxy.ca_path(), raw);
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(raw));
+        assert_eq!(r.json()["error"]["code"], "malformed_request");
+        assert!(r.text().contains("Host"), "{}", r.text());
+    }
+    // HTTP/1.0 may leave it out.
+    let r = roundtrip(
+        proxy.port,
+        &proxy.ca_path(),
+        b"GET /v1/models HTTP/1.0\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert!(mock.requests().is_empty());
 }

@@ -4,8 +4,12 @@
 // Test code fails by panicking; that is what unwrap is for here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Shared with tests/hostile/, which uses parts of them this suite does not, and the reverse.
+#[allow(dead_code)]
 mod client;
+#[allow(dead_code)]
 mod harness;
+#[allow(dead_code)]
 mod mock;
 
 mod api;

@@ -175,8 +175,9 @@ fn connection_cap_refuses_with_a_log_line_and_recovers() {
     let proxy = Proxy::start(&config_yaml(
         &mock.url(),
         &standard_apis(),
-        "  max_connections: 20\n",
+        "  max_connections: 20\n  max_connections_per_client: 100\n",
     ));
+    // 30 connections that never handshake: none is idle, so none can make room.
     let held: Vec<TcpStream> = (0..30)
         .map(|_| TcpStream::connect(("127.0.0.1", proxy.port)).unwrap())
         .collect();

@@ -1,0 +1,1 @@
+//! Backends that hang, and more streams than there are workers.
