@@ -82,6 +82,19 @@ impl ApiError {
         )
     }
 
+    /// Every backend for the model is serving its `max_in_flight` requests already.
+    pub fn backend_busy(backend: &str) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "backend_busy",
+            format!(
+                "backend {backend:?} is serving as many requests as it may at once \
+                 (max_in_flight); retry shortly"
+            ),
+        )
+    }
+
     /// This client has its share of requests in flight already (`server.max_requests_per_client`).
     pub fn client_busy(limit: usize) -> Self {
         ApiError::new(

@@ -60,6 +60,9 @@ pub struct Backend {
     pub active: bool,
     /// Share of a pool's requests (smooth weighted round-robin). Defaults to 1.
     pub weight: u32,
+    /// Requests this backend serves at once; beyond, another pool member or a quick 503.
+    /// Defaults (`None`) to half of `server.workers`.
+    pub max_in_flight: Option<usize>,
     /// Sent upstream as `Authorization: Bearer ...` instead of the client's key.
     pub api_key: Option<Secret>,
     /// Extra headers for every request to this backend (e.g. OpenRouter's `HTTP-Referer`).
@@ -393,6 +396,9 @@ impl Backend {
         if !(1..=1000).contains(&weight) {
             errs.push(format!("weight: expected 1 to 1000, got {weight}"));
         }
+        if raw.max_in_flight == Some(0) {
+            errs.push("max_in_flight: must be at least 1".to_owned());
+        }
         let api_key = match (raw.api_key, raw.api_key_env) {
             (Some(_), Some(_)) => {
                 errs.push("api_key and api_key_env: set one, not both".to_owned());
@@ -504,6 +510,7 @@ impl Backend {
             stream_mode,
             active,
             weight,
+            max_in_flight: raw.max_in_flight,
             api_key,
             headers,
             timeouts,
@@ -874,6 +881,7 @@ struct RawApi {
     #[serde(default)]
     active: Option<LenientBool>,
     weight: Option<u32>,
+    max_in_flight: Option<usize>,
     api_key: Option<String>,
     api_key_env: Option<String>,
     headers: Option<std::collections::BTreeMap<String, String>>,

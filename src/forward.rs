@@ -28,8 +28,10 @@ use crate::upstream::{self, UpstreamResponse};
 
 /// Largest backend body read whole (a non-streamed reply, or a stream being aggregated).
 const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
-/// Backend reads: an SSE event is a few hundred bytes; many streams at once make this add up.
-const READ_BUF: usize = 4 * 1024;
+/// Backend reads. An SSE event is a few hundred bytes, ureq buffers the connection's input
+/// anyway (10 KiB), and an open stream keeps this buffer for its whole life: a thousand
+/// streams at 4 KiB were 4 MiB.
+const READ_BUF: usize = 1024;
 
 /// A JSON endpoint that names a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +129,16 @@ pub fn handle(
         let is_last = i + 1 == plan.len();
         access.backend = Some(backend.name.clone());
         access.route = Some(backend.custom_model_id.clone());
+        // Held until the answer is relayed: the backend's share of requests in flight.
+        let Some(_entered) = proxy.router.enter(attempt) else {
+            debug!(
+                "backend={:?} is at its max_in_flight; skipped",
+                backend.name
+            );
+            proxy.metrics.backend_busy(&backend.name);
+            last_error = Some(ApiError::backend_busy(&backend.name));
+            continue;
+        };
         let sent = Instant::now();
         match send(proxy, endpoint, request, &fields, &ask, backend) {
             Err(e) => {

@@ -32,6 +32,7 @@ struct Tables {
     bytes: BTreeMap<String, u64>,
     tokens: BTreeMap<String, BTreeMap<String, BTreeMap<&'static str, u64>>>,
     cooldowns: BTreeMap<String, u64>,
+    busy: BTreeMap<String, u64>,
     ttfb: BTreeMap<String, Histogram>,
     duration: BTreeMap<String, Histogram>,
 }
@@ -102,6 +103,11 @@ impl Metrics {
 
     pub fn cooldown(&self, backend: &str) {
         *self.lock().cooldowns.entry(backend.to_owned()).or_default() += 1;
+    }
+
+    /// A request skipped a backend at its `max_in_flight`.
+    pub fn backend_busy(&self, backend: &str) {
+        with(&mut self.lock().busy, backend, |n| *n += 1);
     }
 
     /// The Prometheus text exposition.
@@ -188,6 +194,19 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "trae_proxy_cooldowns_total{{backend=\"{}\"}} {n}",
+                esc(backend)
+            );
+        }
+        header(
+            &mut out,
+            "backend_busy_total",
+            "counter",
+            "Requests that found a backend at its max_in_flight.",
+        );
+        for (backend, n) in &t.busy {
+            let _ = writeln!(
+                out,
+                "trae_proxy_backend_busy_total{{backend=\"{}\"}} {n}",
                 esc(backend)
             );
         }

@@ -18,15 +18,17 @@ use crate::forward::{self, Endpoint};
 use crate::logging::Field;
 use crate::metrics::{Metrics, Observation};
 use crate::reasoning::ReasoningCache;
-use crate::route::Router;
+use crate::route::{Bulkheads, Router};
 use crate::server::{After, Handler, Headers, Responder, json_content_type};
 use crate::upstream::Upstream;
 
 pub struct Proxy {
     connect: Connect,
+    /// Requests in flight per backend, kept across reloads.
+    pub bulkheads: Arc<Bulkheads>,
     /// `server.strip_model_prefixes`.
     model_prefixes: Vec<String>,
-    metrics: Arc<Metrics>,
+    pub metrics: Arc<Metrics>,
     pub reasoning: Arc<ReasoningCache>,
     access_keys: AccessKeys,
     pub router: Router,
@@ -36,7 +38,12 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: &Config, metrics: Arc<Metrics>, reasoning: Arc<ReasoningCache>) -> Self {
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        reasoning: Arc<ReasoningCache>,
+        bulkheads: Arc<Bulkheads>,
+    ) -> Self {
         Proxy {
             connect: Connect {
                 names: std::iter::once(&config.domain)
@@ -49,7 +56,8 @@ impl Proxy {
             model_prefixes: config.server.strip_model_prefixes.clone(),
             reasoning,
             access_keys: AccessKeys::new(config.access_keys.clone()),
-            router: Router::new(config, Arc::clone(&metrics)),
+            router: Router::new(config, Arc::clone(&metrics), &bulkheads),
+            bulkheads,
             metrics,
             upstream: Upstream::new(config),
             created: SystemTime::now()
@@ -250,12 +258,12 @@ impl Usage {
 
 impl Access {
     pub fn error(&mut self, responder: Responder<'_>, err: &ApiError) -> io::Result<After> {
-        self.send(
-            responder,
-            err.status,
-            vec![json_content_type()],
-            &err.to_body(),
-        )
+        let mut headers = vec![json_content_type()];
+        if matches!(err.status.as_u16(), 429 | 503) {
+            // Busy: the OpenAI SDKs wait this long before their retry.
+            headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        self.send(responder, err.status, headers, &err.to_body())
     }
 
     fn not_allowed(

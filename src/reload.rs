@@ -63,16 +63,12 @@ impl Live {
     fn try_reload(&self) -> Result<(), Error> {
         let config = serve::load_config(&self.args)?;
         let key = serve::certified_key(&config)?;
+        let running = Arc::clone(&self.proxy.read().unwrap_or_else(|p| p.into_inner()));
         let proxy = Arc::new(Proxy::new(
             &config,
             Arc::clone(&self.metrics),
-            Arc::clone(
-                &self
-                    .proxy
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .reasoning,
-            ),
+            Arc::clone(&running.reasoning),
+            Arc::clone(&running.bulkheads),
         ));
         serve::warn_about(&config);
 

@@ -10,7 +10,14 @@
 //!
 //! Unlike the original, an unknown model is an error unless a catch-all entry
 //! (`custom_model_id: "*"`) exists: answering with another model silently is worse than failing.
+//!
+//! Bulkheads: each backend serves at most its `max_in_flight` requests at once (Envoy's circuit
+//! breakers, HAProxy's `maxconn` per server). A member at its cap is skipped like a cooling one,
+//! and a request no member can take gets a quick 503 — never a wait that would tie a thread to
+//! an overloaded backend while other models need it.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -18,6 +25,36 @@ use log::warn;
 
 use crate::config::{Backend, CATCH_ALL, Config, Health};
 use crate::metrics::Metrics;
+
+/// Requests in flight per backend name, kept across reloads (a reload must not forget the
+/// requests still running on the old configuration).
+#[derive(Default)]
+pub struct Bulkheads {
+    counts: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+}
+
+impl Bulkheads {
+    fn counter(&self, backend: &str) -> Arc<AtomicUsize> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(counts.entry(backend.to_owned()).or_default())
+    }
+
+    /// Requests in flight on `backend` now.
+    #[cfg(test)]
+    pub fn in_flight(&self, backend: &str) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(backend).map_or(0, |c| c.load(Ordering::Acquire))
+    }
+}
+
+/// One request's place on a backend, given back on drop.
+pub struct Entered(Arc<AtomicUsize>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 pub struct Router {
     pools: Vec<Pool>,
@@ -29,6 +66,8 @@ pub struct Router {
 struct Pool {
     members: Vec<Arc<Backend>>,
     state: Mutex<Vec<MemberState>>,
+    /// Per member: its requests in flight (shared by name with [`Bulkheads`]) and its cap.
+    in_flight: Vec<(Arc<AtomicUsize>, usize)>,
 }
 
 #[derive(Default, Clone)]
@@ -56,7 +95,7 @@ impl Attempt<'_> {
 }
 
 impl Router {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: &Config, metrics: Arc<Metrics>, bulkheads: &Bulkheads) -> Self {
         let mut pools: Vec<Pool> = Vec::new();
         let mut catch_all: Option<Pool> = None;
         for backend in config.active_backends() {
@@ -73,6 +112,10 @@ impl Router {
                 let last = pools.len() - 1;
                 &mut pools[last]
             };
+            let cap = backend
+                .max_in_flight
+                .unwrap_or((config.server.workers / 2).max(1));
+            pool.in_flight.push((bulkheads.counter(&backend.name), cap));
             pool.members.push(member);
         }
         for pool in pools.iter_mut().chain(catch_all.iter_mut()) {
@@ -97,6 +140,17 @@ impl Router {
                 .map(|index| Attempt { pool, index })
                 .collect(),
         )
+    }
+
+    /// Takes a place on the attempt's backend, unless it has `max_in_flight` requests already.
+    pub fn enter(&self, attempt: &Attempt<'_>) -> Option<Entered> {
+        let (count, cap) = attempt.pool.in_flight.get(attempt.index)?;
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < *cap).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Entered(Arc::clone(count)))
     }
 
     pub fn succeeded(&self, attempt: &Attempt<'_>) {
@@ -176,6 +230,7 @@ impl Pool {
         Pool {
             members: Vec::new(),
             state: Mutex::new(Vec::new()),
+            in_flight: Vec::new(),
         }
     }
 
@@ -224,6 +279,7 @@ mod tests {
         Router::new(
             &Config::from_yaml(yaml, Path::new(".")).unwrap(),
             Arc::new(Metrics::default()),
+            &Bulkheads::default(),
         )
     }
 
@@ -293,6 +349,34 @@ apis:
         assert_eq!(plan[0].backend().target_for("whatever"), "whatever");
         assert_eq!(r.model_list(), "m");
         assert!(r.lookup("whatever").is_none());
+    }
+
+    #[test]
+    fn a_backend_takes_at_most_its_cap_and_reloads_share_the_count() {
+        let yaml = r#"
+apis:
+  - {name: a, endpoint: "http://a", custom_model_id: m, max_in_flight: 2}
+server:
+  workers: 8
+"#;
+        let bulkheads = Bulkheads::default();
+        let config = Config::from_yaml(yaml, Path::new(".")).unwrap();
+        let old = Router::new(&config, Arc::new(Metrics::default()), &bulkheads);
+        let plan = old.plan("m").unwrap();
+        let first = old.enter(&plan[0]).unwrap();
+        // A reload builds a new router: the request on the old one still counts.
+        let new = Router::new(&config, Arc::new(Metrics::default()), &bulkheads);
+        let plan = new.plan("m").unwrap();
+        let _second = new.enter(&plan[0]).unwrap();
+        assert!(new.enter(&plan[0]).is_none(), "at its cap");
+        assert_eq!(bulkheads.in_flight("a"), 2);
+        drop(first);
+        assert!(new.enter(&plan[0]).is_some(), "room again");
+        // Without a cap of its own: half of server.workers.
+        let r = router(POOL);
+        let plan = r.plan("n").unwrap();
+        let held: Vec<_> = (0..2000).map_while(|_| r.enter(&plan[0])).collect();
+        assert_eq!(held.len(), 1024, "half of the default 2048 workers");
     }
 
     #[test]

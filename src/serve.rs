@@ -51,6 +51,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         &config,
         Arc::clone(&metrics),
         Arc::clone(&reasoning),
+        Arc::default(),
     ));
     if let Some(addr) = config.server.admin_bind {
         let bound = admin::start(addr, Arc::clone(&metrics))?;

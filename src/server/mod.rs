@@ -21,6 +21,7 @@ mod limits;
 mod parking;
 mod pool;
 pub mod respond;
+mod stack;
 mod sys;
 
 use std::net::{SocketAddr, TcpListener};
@@ -62,10 +63,25 @@ pub struct Settings {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+/// Connections the kernel may hold for us before we accept them. std listens with 128: a burst
+/// of a thousand connects (a team's agents after a restart) overflows that, and a refused SYN
+/// is retried after 1, 3, 7 s. nginx uses 511; Linux caps it at `net.core.somaxconn`.
+const BACKLOG: i32 = 1024;
+
 /// Binds `addr` (port 0 picks a free port). Separate from [`run`] so that the caller can
 /// report the bound address before serving.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })
+    use socket2::{Domain, Protocol, Socket, Type};
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        // As std does: a restart may bind while old connections sit in TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        Ok(socket.into())
+    };
+    listen().map_err(|source| Error::Bind { addr, source })
 }
 
 /// Serves until `lifecycle` says stop and the requests in flight are done (or

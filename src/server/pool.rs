@@ -142,6 +142,7 @@ impl WorkQueue {
     /// A worker's life: take connections until idle for too long.
     fn work(&self) {
         thread_cache::enable();
+        super::stack::note_stack();
         while let Some(conn) = self.next() {
             let peer = conn.peer;
             let job = &self.job;
@@ -299,6 +300,8 @@ fn serve_connection(
 
 /// Receives the next request from what is buffered, waiting [`LINGER`] once for more. Sets
 /// `conn.ready` when it is complete (and admitted); false when the connection was closed.
+// Not inlined: its locals would sit in every worker's frame for the life of every stream.
+#[inline(never)]
 fn next_request(conn: &mut Conn, settings: &Settings) -> bool {
     let limits = Limits {
         max_body: settings.max_body_bytes,
@@ -343,6 +346,8 @@ fn next_request(conn: &mut Conn, settings: &Settings) -> bool {
 /// After `CONNECT` to our own domain: the client now starts TLS on this connection, as it would
 /// with `api.openai.com`. The connection goes back to the parking loop, which runs the
 /// handshake like any new one; bytes the client already sent are its first TLS records.
+// Not inlined: its locals would sit in every worker's frame for the life of every stream.
+#[inline(never)]
 fn intercept(mut conn: Conn, settings: &Settings) -> Option<Conn> {
     let config = settings.tls.as_ref()?;
     let mut tls = rustls::ServerConnection::new(Arc::clone(config)).ok()?;
@@ -363,6 +368,8 @@ fn intercept(mut conn: Conn, settings: &Settings) -> Option<Conn> {
 /// Relays bytes both ways between the client and `upstream` until either closes or neither
 /// sends anything for `idle`. One direction runs on a helper thread; the worker is held for the
 /// tunnel's life, which the idle limit bounds.
+// Not inlined: its locals would sit in every worker's frame for the life of every stream.
+#[inline(never)]
 fn tunnel(mut conn: Conn, upstream: std::net::TcpStream, idle: Duration) {
     use std::sync::atomic::AtomicU64;
     /// Reads wake up this often to see whether the whole tunnel went idle.
@@ -425,6 +432,8 @@ fn tunnel(mut conn: Conn, upstream: std::net::TcpStream, idle: Duration) {
 
 /// Waits up to [`LINGER`] for more of the client's bytes. `false` when the client closed or the
 /// connection broke.
+// Not inlined: its locals would sit in every worker's frame for the life of every stream.
+#[inline(never)]
 fn linger(conn: &mut Conn) -> bool {
     if conn.set_read_timeout(LINGER).is_err() {
         return false;
@@ -457,6 +466,8 @@ fn linger(conn: &mut Conn) -> bool {
 /// Closes after telling the client (close_notify, FIN), then reads and discards what it may
 /// still be sending for a moment: closing with unread input makes the kernel send a reset,
 /// which can destroy our last response (a 413, say) before the client has read it.
+// Not inlined: its locals would sit in every worker's frame for the life of every stream.
+#[inline(never)]
 fn close(mut conn: Conn) {
     if let Some(tls) = conn.tls.as_mut() {
         tls.send_close_notify();

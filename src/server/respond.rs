@@ -14,12 +14,13 @@ use ureq_proto::server::{Reply, SendResponseResult};
 use super::exchange::Transport;
 use crate::api_error::ApiError;
 
-/// Output buffer for ureq-proto. Its chunk writer can end the body early when exactly 5 bytes of
-/// output space remain while input is pending (ureq-proto 0.7.1). Every write here starts with
-/// the whole buffer free and passes at most `calculate_max_input` of it, so input never waits
-/// for space. 4 KiB holds a typical SSE event in one chunk (bigger ones take several) and keeps
-/// the cost per open stream small.
+/// Output buffer for ureq-proto's response head and complete bodies. Its chunk writer can end the
+/// body early when exactly 5 bytes of output space remain while input is pending (ureq-proto
+/// 0.7.1). Every write here starts with the whole buffer free and passes at most
+/// `calculate_max_input` of it, so input never waits for space.
 const OUT_BUF: usize = 4 * 1024;
+/// Room for a chunk's size line and its closing CRLF around the data.
+const CHUNK_FRAMING: usize = 32;
 
 pub type Headers = Vec<(HeaderName, HeaderValue)>;
 
@@ -56,7 +57,6 @@ pub struct BodyStream<'a> {
     out: &'a mut dyn Write,
     mode: StreamMode,
     close: bool,
-    buf: Vec<u8>,
     pub bytes: u64,
 }
 
@@ -157,6 +157,9 @@ impl<'a> Responder<'a> {
     }
 
     pub fn stream(self, status: StatusCode, headers: Headers) -> io::Result<BodyStream<'a>> {
+        // A streamed body keeps this thread for as long as it lasts, at a fraction of the depth
+        // its request needed: give the rest of the stack back (see stack.rs).
+        super::stack::release_unused();
         let close = self.close;
         if self.http10 {
             let head = head_http10(status, &headers, None);
@@ -166,7 +169,6 @@ impl<'a> Responder<'a> {
                 out: self.out,
                 mode: StreamMode::CloseDelimited,
                 close: true,
-                buf: Vec::new(),
                 bytes: 0,
             });
         }
@@ -190,7 +192,6 @@ impl<'a> Responder<'a> {
             out: self.out,
             mode,
             close: close || self.head_only,
-            buf,
             bytes: 0,
         })
     }
@@ -206,12 +207,15 @@ impl BodyStream<'_> {
         match &mut self.mode {
             StreamMode::CloseDelimited => self.out.write_all(data)?,
             StreamMode::Chunked(body) => {
+                // One chunk per write, framed in a buffer of its size: a stream spends most of
+                // its life waiting for the next event, and keeps no buffer meanwhile.
+                let mut buf = vec![0u8; data.len() + CHUNK_FRAMING];
                 let mut rest = data;
                 while !rest.is_empty() {
-                    let max = body.calculate_max_input(self.buf.len()).max(1);
+                    let max = body.calculate_max_input(buf.len()).max(1);
                     let take = rest.len().min(max);
-                    let (used, n) = body.write(&rest[..take], &mut self.buf).map_err(proto)?;
-                    self.out.write_all(&self.buf[..n])?;
+                    let (used, n) = body.write(&rest[..take], &mut buf).map_err(proto)?;
+                    self.out.write_all(&buf[..n])?;
                     rest = &rest[used..];
                 }
             }
@@ -228,7 +232,7 @@ impl BodyStream<'_> {
                 Ok(After::Close)
             }
             StreamMode::Chunked(mut body) => {
-                let mut buf = self.buf;
+                let mut buf = [0u8; CHUNK_FRAMING];
                 let (_, n) = body.write(&[], &mut buf).map_err(proto)?;
                 self.out.write_all(&buf[..n])?;
                 self.out.flush()?;

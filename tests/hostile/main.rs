@@ -27,12 +27,13 @@ use harness::{Proxy, config_yaml};
 use mock::Mock;
 
 /// A proxy in front of a mock backend: `gpt-4o` answers at once, `hang` never, `slow` streams
-/// for 1.6 s.
+/// for 1.6 s, `stall` sends two stream events and then nothing for 30 s.
 pub fn proxy_with(server_extra: &str) -> (Mock, Proxy) {
     let mock = Mock::start();
     let apis = "  - {name: chat-backend, endpoint: \"{UPSTREAM}\", custom_model_id: gpt-4o, target_model_id: chat}\n  \
                 - {name: hanger, endpoint: \"{UPSTREAM}\", custom_model_id: hang, target_model_id: hang}\n  \
-                - {name: slow-backend, endpoint: \"{UPSTREAM}\", custom_model_id: slow, target_model_id: chat-slow}";
+                - {name: slow-backend, endpoint: \"{UPSTREAM}\", custom_model_id: slow, target_model_id: chat-slow}\n  \
+                - {name: stalling, endpoint: \"{UPSTREAM}\", custom_model_id: stall, target_model_id: stall}";
     let proxy = Proxy::start(&config_yaml(&mock.url(), apis, server_extra));
     (mock, proxy)
 }

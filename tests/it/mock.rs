@@ -93,7 +93,14 @@ impl Mock {
     }
 
     fn spawn(tls: Option<Arc<rustls::ServerConfig>>) -> Mock {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // A deep backlog: a thousand proxied streams connect at once (std listens with 128).
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        socket.listen(2048).unwrap();
+        let listener: TcpListener = socket.into();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = Arc::clone(&requests);

@@ -1,0 +1,126 @@
+//! Giving back a worker's stack pages that a long stream does not need. The only module of the
+//! crate with unsafe code: two libc calls that have no safe wrapper in std.
+//!
+//! Why: a request touches its deepest stack while it is sent — ureq's `run` and its connector
+//! chain alone have frames of 14 and 11.6 KiB — and a touched page stays resident for the
+//! thread's life. A stream then spends minutes relaying at a third of that depth, one thread
+//! each, so most of its stack is memory nobody uses: 44 KiB per open stream in the static build,
+//! against 12 KiB of depth while relaying. When a response starts streaming, the pages below the
+//! current depth (minus a margin for the calls still to come) are handed back to the kernel
+//! with `madvise(MADV_DONTNEED)`; the relay faults in the few it needs again.
+//!
+//! Linux only (the hosts this is for); elsewhere both calls do nothing.
+
+#![allow(unsafe_code)]
+
+/// Kept below the current depth: the madvise call itself. What the relay needs deeper is
+/// faulted in again, once.
+const MARGIN: usize = 4 * 1024;
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// The lowest usable address of this thread's stack; 0 until [`note_stack`] ran.
+        static LOW: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub fn note_stack() {
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        // SAFETY: pthread_getattr_np initialises `attr` for the calling thread (glibc and musl
+        // both provide it); it is read only after success and destroyed once.
+        let low = unsafe {
+            if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
+                return;
+            }
+            let ok = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size) == 0;
+            libc::pthread_attr_destroy(attr.as_mut_ptr());
+            if !ok {
+                return;
+            }
+            addr as usize
+        };
+        LOW.set(low);
+    }
+
+    #[inline(never)]
+    pub fn release_below_here(margin: usize) {
+        let low = LOW.get();
+        if low == 0 {
+            return;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            p if p > 0 => p as usize,
+            _ => return,
+        };
+        let marker = 0u8;
+        let here = std::hint::black_box(&marker) as *const u8 as usize;
+        let start = (low + page - 1) & !(page - 1);
+        let Some(end) = here.checked_sub(margin).map(|e| e & !(page - 1)) else {
+            return;
+        };
+        if end <= start {
+            return;
+        }
+        // SAFETY: [start, end) lies within this thread's own stack (from pthread_attr_getstack)
+        // and below the current frame by `margin`: no live frame is there, and no other thread
+        // uses this stack. Signal handlers run on top of the current frame, never below it.
+        // MADV_DONTNEED on private anonymous memory only drops the pages; touching them again
+        // gives zeroed pages, which is all a stack below its pointer may hold.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    pub fn note_stack() {}
+    pub fn release_below_here(_margin: usize) {}
+}
+
+/// Records the calling thread's stack bounds; a worker calls it once when it starts.
+pub fn note_stack() {
+    imp::note_stack();
+}
+
+/// Hands back the calling thread's stack pages below the current depth (see the module doc).
+pub fn release_unused() {
+    imp::release_below_here(MARGIN);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn deep(n: usize) -> u64 {
+        let pad = std::hint::black_box([n as u8; 2048]);
+        if n == 0 {
+            return u64::from(pad[0]);
+        }
+        u64::from(pad[1]) + deep(n - 1)
+    }
+
+    #[test]
+    fn a_thread_keeps_working_after_its_deep_pages_are_released() {
+        let t = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(|| {
+                note_stack();
+                let before = deep(100);
+                release_unused();
+                // The same depth again, on pages faulted in afresh.
+                let after = deep(100);
+                release_unused();
+                (before, after)
+            })
+            .unwrap();
+        let (before, after) = t.join().unwrap();
+        assert_eq!(before, after);
+    }
+}
