@@ -209,6 +209,11 @@ pub struct Server {
     pub strip_model_prefixes: Vec<String>,
     /// `server.tunnel`: who may `CONNECT` to hosts other than ours. Defaults to `local`.
     pub tunnel: TunnelPolicy,
+    /// `server.tunnel_allow`: loopback, private and link-local networks a tunnel may reach
+    /// (public addresses need no entry). Defaults to none.
+    pub tunnel_allow: Vec<crate::cidr::Cidr>,
+    /// `server.tunnel_ports`: ports a tunnel may reach; empty means any. Defaults to 443.
+    pub tunnel_ports: Vec<u16>,
 }
 
 /// `server.tunnel`.
@@ -678,6 +683,17 @@ impl Server {
                 TunnelPolicy::Local
             }
         };
+        let mut tunnel_allow = Vec::new();
+        for (i, entry) in raw.tunnel_allow.iter().flatten().enumerate() {
+            match crate::cidr::Cidr::parse(entry) {
+                Ok(cidr) => tunnel_allow.push(cidr),
+                Err(why) => problems.push(format!("server.tunnel_allow[{i}]: {why}")),
+            }
+        }
+        let tunnel_ports = raw.tunnel_ports.clone().unwrap_or_else(|| vec![443]);
+        if tunnel_ports.contains(&0) {
+            problems.push("server.tunnel_ports: 0 is not a port".to_owned());
+        }
         let admin_bind = socket_addr(
             raw.admin_bind.as_deref(),
             "server.admin_bind",
@@ -722,6 +738,8 @@ impl Server {
             http_bind,
             strip_model_prefixes,
             tunnel,
+            tunnel_allow,
+            tunnel_ports,
         }
     }
 }
@@ -932,6 +950,8 @@ struct RawServer {
     http_bind: Option<String>,
     strip_model_prefixes: Option<Vec<String>>,
     tunnel: Option<String>,
+    tunnel_allow: Option<Vec<String>>,
+    tunnel_ports: Option<Vec<u16>>,
 }
 
 /// A YAML boolean, or the quoted `"true"`/`"false"` strings the original CLI wrote. The original

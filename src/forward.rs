@@ -135,7 +135,7 @@ pub fn handle(
                 "backend={:?} is at its max_in_flight; skipped",
                 backend.name
             );
-            proxy.metrics.backend_busy(&backend.name);
+            proxy.shared.metrics.backend_busy(&backend.name);
             last_error = Some(ApiError::backend_busy(&backend.name));
             continue;
         };
@@ -160,7 +160,7 @@ pub fn handle(
                 }
                 let reasoning = (endpoint == Endpoint::ChatCompletions
                     && backend.reasoning_replay != ReasoningReplay::Off)
-                    .then_some(proxy.reasoning.as_ref());
+                    .then_some(&proxy.shared.reasoning);
                 return answer(
                     response, endpoint, backend, &ask, responder, access, reasoning,
                 );
@@ -186,7 +186,7 @@ fn send(
     ask: &Ask,
     backend: &Backend,
 ) -> Result<UpstreamResponse, ApiError> {
-    let cache = proxy.reasoning.as_ref();
+    let cache = &proxy.shared.reasoning;
     let mend = match endpoint {
         Endpoint::ChatCompletions => cache.mend_for(backend),
         _ => Mend::Off,

@@ -6,6 +6,7 @@ mod admin;
 mod api_error;
 mod backend_tcp;
 mod certs;
+mod cidr;
 mod cli;
 mod cmd;
 mod coalesce;

@@ -22,14 +22,22 @@ use crate::route::{Bulkheads, Router};
 use crate::server::{After, Handler, Headers, Responder, json_content_type};
 use crate::upstream::Upstream;
 
+/// What lives as long as the process and is shared by every configuration a reload brings.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    /// Remembered reasoning, and what each backend has shown about it.
+    pub reasoning: ReasoningCache,
+    /// Requests in flight per backend.
+    pub bulkheads: Bulkheads,
+    /// Where this process listens: a tunnel must never lead back to one of them.
+    pub listening: Vec<SocketAddr>,
+}
+
 pub struct Proxy {
     connect: Connect,
-    /// Requests in flight per backend, kept across reloads.
-    pub bulkheads: Arc<Bulkheads>,
     /// `server.strip_model_prefixes`.
     model_prefixes: Vec<String>,
-    pub metrics: Arc<Metrics>,
-    pub reasoning: Arc<ReasoningCache>,
+    pub shared: Arc<Shared>,
     access_keys: AccessKeys,
     pub router: Router,
     pub upstream: Upstream,
@@ -38,27 +46,13 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(
-        config: &Config,
-        metrics: Arc<Metrics>,
-        reasoning: Arc<ReasoningCache>,
-        bulkheads: Arc<Bulkheads>,
-    ) -> Self {
+    pub fn new(config: &Config, shared: Arc<Shared>) -> Self {
         Proxy {
-            connect: Connect {
-                names: std::iter::once(&config.domain)
-                    .chain(&config.extra_domains)
-                    .map(|d| d.to_ascii_lowercase())
-                    .collect(),
-                policy: config.server.tunnel,
-                connect_timeout: config.server.timeouts.connect,
-            },
+            connect: Connect::new(config, shared.listening.clone()),
             model_prefixes: config.server.strip_model_prefixes.clone(),
-            reasoning,
             access_keys: AccessKeys::new(config.access_keys.clone()),
-            router: Router::new(config, Arc::clone(&metrics), &bulkheads),
-            bulkheads,
-            metrics,
+            router: Router::new(config, Arc::clone(&shared.metrics), &shared.bulkheads),
+            shared,
             upstream: Upstream::new(config),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -167,11 +161,12 @@ impl Handler for Proxy {
         responder: Responder<'_>,
     ) -> io::Result<After> {
         let started = Instant::now();
-        let _in_flight = self.metrics.start_request();
+        let metrics = &self.shared.metrics;
+        let _in_flight = metrics.start_request();
         let mut access = Access::default();
         let result = self.dispatch(&request, peer, responder, &mut access);
         access.log(&request, peer, started, result.is_ok());
-        self.metrics.observe(&Observation {
+        metrics.observe(&Observation {
             backend: access.backend.as_deref().unwrap_or("-"),
             // The entry's id, not the client's text: a catch-all must not make labels unbounded.
             model: access.route.as_deref().unwrap_or("-"),

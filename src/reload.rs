@@ -17,7 +17,6 @@ use log::{error, info, warn};
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::error::Error;
-use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::serve;
 use crate::server::{After, Handler, Responder};
@@ -25,7 +24,6 @@ use crate::tls::CertResolver;
 
 pub struct Live {
     args: ServeArgs,
-    metrics: Arc<Metrics>,
     proxy: RwLock<Arc<Proxy>>,
     resolver: Arc<CertResolver>,
     /// The configuration in use, to compare a reload with.
@@ -38,11 +36,9 @@ impl Live {
         config: Config,
         proxy: Arc<Proxy>,
         resolver: Arc<CertResolver>,
-        metrics: Arc<Metrics>,
     ) -> Self {
         Live {
             args,
-            metrics,
             proxy: RwLock::new(proxy),
             resolver,
             running: Mutex::new(config),
@@ -64,12 +60,7 @@ impl Live {
         let config = serve::load_config(&self.args)?;
         let key = serve::certified_key(&config)?;
         let running = Arc::clone(&self.proxy.read().unwrap_or_else(|p| p.into_inner()));
-        let proxy = Arc::new(Proxy::new(
-            &config,
-            Arc::clone(&self.metrics),
-            Arc::clone(&running.reasoning),
-            Arc::clone(&running.bulkheads),
-        ));
+        let proxy = Arc::new(Proxy::new(&config, Arc::clone(&running.shared)));
         serve::warn_about(&config);
 
         self.resolver.replace(key);

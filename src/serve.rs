@@ -16,9 +16,10 @@ use crate::files;
 use crate::lifecycle::{self, Lifecycle};
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Shared};
 use crate::reasoning::ReasoningCache;
 use crate::reload::Live;
+use crate::route::Bulkheads;
 use crate::server::{self, Settings};
 use crate::tls::{self, CertResolver};
 
@@ -46,21 +47,24 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     let tls_config = tls::server_config(Arc::clone(&resolver))?;
     warn_about(&config);
     let metrics = Arc::new(Metrics::default());
-    let reasoning = Arc::new(ReasoningCache::default());
-    let proxy = Arc::new(Proxy::new(
-        &config,
-        Arc::clone(&metrics),
-        Arc::clone(&reasoning),
-        Arc::default(),
-    ));
+    let mut listening = vec![bound];
     if let Some(addr) = config.server.admin_bind {
         let bound = admin::start(addr, Arc::clone(&metrics))?;
         info!("admin listener (plain HTTP: /healthz, /metrics) on {bound}");
+        listening.push(bound);
     }
     if let Some(socket) = &plain {
         let at = socket.local_addr()?;
         info!("plain-HTTP listener (base-URL mode) on {at}: use http://{at}/v1 as the base URL");
+        listening.push(at);
     }
+    let shared = Arc::new(Shared {
+        metrics: Arc::clone(&metrics),
+        reasoning: ReasoningCache::default(),
+        bulkheads: Bulkheads::default(),
+        listening,
+    });
+    let proxy = Arc::new(Proxy::new(&config, shared));
     info!(
         "listening on {bound} as {} with {} workers; models: {}",
         config.domain,
@@ -85,7 +89,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         open_connections: Arc::clone(&metrics.connections),
         tls: Some(Arc::clone(&tls_config)),
     };
-    let live = Arc::new(Live::new(args.clone(), config, proxy, resolver, metrics));
+    let live = Arc::new(Live::new(args.clone(), config, proxy, resolver));
     let lifecycle = Arc::new(Lifecycle::default());
     let reloader = Arc::clone(&live);
     lifecycle::watch(Arc::clone(&lifecycle), move || reloader.reload())?;

@@ -21,6 +21,7 @@ mod mock;
 
 mod backends;
 mod bodies;
+mod connect;
 mod connections;
 
 use harness::{Proxy, config_yaml};

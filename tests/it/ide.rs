@@ -393,10 +393,11 @@ fn connect_via(port: u16, target: &str) -> (std::net::TcpStream, String) {
 fn forward_proxy_intercepts_our_domain_and_tunnels_other_hosts() {
     use std::io::Write;
     let mock = Mock::start();
+    // Loopback destinations must be allowed by name (see tests/hostile/connect.rs).
     let proxy = Proxy::start(&config_yaml(
         &mock.url(),
         &crate::standard_apis(),
-        "  http_bind: 127.0.0.1:0\n",
+        "  http_bind: 127.0.0.1:0\n  tunnel_allow: [127.0.0.1]\n  tunnel_ports: []\n",
     ));
     let port = http_port(&proxy);
 
@@ -455,7 +456,7 @@ fn tunnels_can_be_refused_and_idle_ones_end() {
     let idle = Proxy::start(&config_yaml(
         &mock.url(),
         &crate::standard_apis(),
-        "  http_bind: 127.0.0.1:0\n  idle_timeout: 1\n",
+        "  http_bind: 127.0.0.1:0\n  idle_timeout: 1\n  tunnel_allow: [127.0.0.1]\n  tunnel_ports: []\n",
     ));
     let (mut sock, head) = connect_via(http_port(&idle), &format!("127.0.0.1:{}", mock.port));
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
