@@ -127,27 +127,16 @@ impl std::fmt::Display for LeafReason {
     }
 }
 
-/// Makes sure a usable leaf for `names` (the domain first) exists. A leaf is issued from the CA
-/// when it is missing, lacks one of the names, or expires within [`RENEW_WITHIN`]; the CA is
-/// created only when neither of its files exists. Never overwrites an existing CA.
-pub fn ensure(paths: &CertPaths, names: &[String]) -> Result<Created, Error> {
-    let mut created = Created::default();
-    let reason = match leaf_problem(paths, names)? {
-        None => return Ok(created),
-        Some(reason) => reason,
+/// What [`ensure`] would do to the certificate folder: issue a leaf (and why), and whether
+/// it would create the CA first. `check` reports it; `serve` carries it out.
+pub fn plan(paths: &CertPaths, names: &[String]) -> Result<Created, Error> {
+    let mut plan = Created::default();
+    let Some(reason) = leaf_problem(paths, names)? else {
+        return Ok(plan);
     };
-    if let Some(dir) = paths.ca_cert.parent() {
-        fs::create_dir_all(dir).map_err(|source| Error::FileIo {
-            path: dir.to_owned(),
-            source,
-        })?;
-    }
     match (paths.ca_cert.exists(), paths.ca_key.exists()) {
         (true, true) => {}
-        (false, false) => {
-            create_ca(paths)?;
-            created.ca = true;
-        }
+        (false, false) => plan.ca = true,
         (has_cert, _) => {
             let (missing, present) = if has_cert {
                 (&paths.ca_key, &paths.ca_cert)
@@ -164,9 +153,50 @@ pub fn ensure(paths: &CertPaths, names: &[String]) -> Result<Created, Error> {
             });
         }
     }
-    issue_leaf(paths, names)?;
-    created.leaf = Some(reason);
-    Ok(created)
+    plan.leaf = Some(reason);
+    Ok(plan)
+}
+
+/// Makes sure a usable leaf for `names` (the domain first) exists. A leaf is issued from the CA
+/// when it is missing, lacks one of the names, or expires within [`RENEW_WITHIN`]; the CA is
+/// created only when neither of its files exists. Never overwrites an existing CA.
+pub fn ensure(paths: &CertPaths, names: &[String]) -> Result<Created, Error> {
+    let plan = plan(paths, names)?;
+    if plan.ca {
+        create_ca(paths)?;
+    }
+    if plan.leaf.is_some() {
+        issue_leaf(paths, names)?;
+    }
+    Ok(plan)
+}
+
+/// What about the folder's files deserves the operator's attention: keys others can read, a
+/// folder others can write to.
+pub fn warnings(paths: &CertPaths) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(dir) = paths
+        .ca_cert
+        .parent()
+        .filter(|d| crate::files::writable_by_others(d))
+    {
+        warnings.push(format!(
+            "certificate folder {} is writable by other users, who could swap the certificates; \
+             run: chmod 700 {}",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    for key in [&paths.ca_key, &paths.leaf_key] {
+        if crate::files::readable_by_others(key) {
+            warnings.push(format!(
+                "private key {} is readable by other users; run: chmod 600 {}",
+                key.display(),
+                key.display()
+            ));
+        }
+    }
+    warnings
 }
 
 /// Why the leaf must be (re)issued, if it must.
@@ -196,6 +226,12 @@ fn leaf_problem(paths: &CertPaths, names: &[String]) -> Result<Option<LeafReason
 
 /// Creates a new CA key and self-signed certificate.
 pub fn create_ca(paths: &CertPaths) -> Result<(), Error> {
+    if let Some(dir) = paths.ca_cert.parent() {
+        crate::files::create_private_dir(dir).map_err(|source| Error::FileIo {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
     let key = KeyPair::generate()?;
     let now = OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();

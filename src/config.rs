@@ -366,6 +366,36 @@ impl Config {
     pub fn active_backends(&self) -> impl Iterator<Item = &Backend> {
         self.backends.iter().filter(|b| b.active)
     }
+
+    /// Settings that work but are probably not what the operator wants: `serve` logs them at
+    /// start and on reload, `check` prints them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let injects_keys = self.active_backends().any(|b| b.api_key.is_some());
+        if injects_keys && self.access_keys.is_empty() && !self.server.bind.is_loopback() {
+            warnings.push(format!(
+                "OPEN RELAY: backends add their own API keys, no access_keys are set, and the \
+                 proxy listens on {}: anyone who can reach it spends your keys. Set access_keys, \
+                 or server.bind: 127.0.0.1",
+                self.server.bind
+            ));
+        }
+        if let Some(addr) = self.server.http_bind {
+            if self.access_keys.is_empty() && !addr.ip().is_loopback() {
+                warnings.push(format!(
+                    "the plain-HTTP listener {addr} is reachable from the network without \
+                     access_keys: anyone there can use it, and keys sent to it travel \
+                     unencrypted. Set access_keys, or bind it to 127.0.0.1"
+                ));
+            }
+        }
+        if self.active_backends().next().is_none() {
+            warnings.push(
+                "no active entry in apis: every model request will be answered 404".to_owned(),
+            );
+        }
+        warnings
+    }
 }
 
 impl Backend {
@@ -766,23 +796,45 @@ fn check_domain(domain: &str) -> Result<(), String> {
     }
 }
 
+/// A URL for messages: the user-info part (`user:password@`) replaced by `***`, so that no
+/// message, log line or listing shows a credential written into an endpoint.
+pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        None => std::borrow::Cow::Borrowed(url),
+        Some(at) => {
+            let host = &rest[at + 1..];
+            std::borrow::Cow::Owned(match scheme {
+                Some(scheme) => format!("{scheme}://***@{host}"),
+                None => format!("***@{host}"),
+            })
+        }
+    }
+}
+
 fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let uri: http::Uri = endpoint.parse().map_err(|_| {
-        format!("expected a URL such as https://api.deepseek.com, got {endpoint:?}")
-    })?;
+    let shown = redact_url(endpoint);
+    let endpoint = endpoint.trim();
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|_| format!("expected a URL such as https://api.deepseek.com, got {shown:?}"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         _ => {
             return Err(format!(
-                "expected an http:// or https:// URL, got {endpoint:?}"
+                "expected an http:// or https:// URL, got {shown:?}"
             ));
         }
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("URL has no host: {endpoint:?}"));
+        return Err(format!("URL has no host: {shown:?}"));
     }
     if uri.query().is_some() {
-        return Err(format!("URL must not have a query string: {endpoint:?}"));
+        return Err(format!("URL must not have a query string: {shown:?}"));
     }
     Ok(())
 }
@@ -1147,6 +1199,22 @@ apis:
                 "missing {needle:?} in:\n{problems}"
             );
         }
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(redact_url("https://u:p@host/v1"), "https://***@host/v1");
+        assert_eq!(redact_url("htp://u:p@host"), "htp://***@host");
+        assert_eq!(
+            redact_url("https://host/a@b"),
+            "https://host/a@b",
+            "an @ in the path"
+        );
+        assert_eq!(
+            redact_url("https://api.deepseek.com"),
+            "https://api.deepseek.com"
+        );
+        assert_eq!(redact_url("user:pw@host:1"), "***@host:1");
     }
 
     #[test]

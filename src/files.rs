@@ -3,7 +3,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Private keys: owner read/write only.
@@ -37,6 +37,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Folders of secrets: owner only, so nobody else can read a key or swap a certificate.
+pub const MODE_PRIVATE_DIR: u32 = 0o700;
+
+/// Creates `dir` (and missing parents) owner-only, exactly: the mode given to mkdir is filtered
+/// by the umask, and under `umask 000` the folder would be open to everyone. An existing folder
+/// is left as it is (see [`writable_by_others`]).
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(MODE_PRIVATE_DIR)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(MODE_PRIVATE_DIR))
+}
+
+/// Whether anyone but the owner may write `path` (false when it cannot be checked).
+pub fn writable_by_others(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o022 != 0)
 }
 
 /// Whether anyone but the owner may read `path` (false when it cannot be checked).

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
 use crate::config::{Backend, ReasoningReplay, StreamMode};
-use crate::json_fields::Fields;
+use crate::json_fields::{self, Fields};
 use crate::proxy::{Access, Proxy};
 use crate::reasoning::{self, Learned, Mend, ReasoningCache, Restored};
 use crate::server::{After, BodyStream, Headers, Responder, json_content_type};
@@ -249,9 +249,10 @@ fn send(
 fn parse<'a>(proxy: &Proxy, body: &'a [u8]) -> Result<(Fields<'a>, Ask), ApiError> {
     let fields = Fields::parse(body).map_err(|e| {
         // Tell "not JSON" (with serde's position) from "JSON, but not an object".
+        let deep = !json_fields::within_depth(body, json_fields::MAX_DEPTH);
         let why = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-            Ok(_) => "request body must be a JSON object".to_owned(),
-            Err(_) => format!("request body is not valid JSON: {e}"),
+            Ok(_) if !deep => "request body must be a JSON object".to_owned(),
+            _ => format!("request body is not valid JSON: {e}"),
         };
         ApiError::invalid_request("invalid_json", why)
     })?;

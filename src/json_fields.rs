@@ -22,9 +22,18 @@ pub struct Fields<'a> {
     entries: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
+/// Deepest nesting of arrays and objects accepted: serde_json's own limit when it builds values
+/// (the proxy does, for histories and stream events), enforced here for text it only skips.
+pub const MAX_DEPTH: usize = 128;
+
 impl<'a> Fields<'a> {
-    /// Parses `text`, which must be one JSON object.
+    /// Parses `text`, which must be one JSON object nested at most [`MAX_DEPTH`] levels.
     pub fn parse(text: &'a [u8]) -> serde_json::Result<Self> {
+        if !within_depth(text, MAX_DEPTH) {
+            return Err(de::Error::custom(format_args!(
+                "recursion limit exceeded (nested deeper than {MAX_DEPTH} levels)"
+            )));
+        }
         serde_json::from_slice(text)
     }
 
@@ -136,9 +145,52 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
+/// Whether arrays and objects in `text` nest at most `max` levels, counting outside strings.
+/// Malformed text passes: the parser that follows reports it.
+pub fn within_depth(text: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn depth_counts_nesting_outside_strings_only() {
+        assert!(within_depth(br#"{"a":[[1]]}"#, 3));
+        assert!(!within_depth(br#"{"a":[[1]]}"#, 2));
+        assert!(
+            within_depth(br#"{"a":"[[[[[\"{{{"}"#, 1),
+            "brackets in strings do not count"
+        );
+        let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        assert!(Fields::parse(format!(r#"{{"x":{deep}}}"#).as_bytes()).is_err());
+    }
     use serde_json::{Value, json};
 
     fn round_trip(text: &str) -> Value {

@@ -12,7 +12,6 @@ use crate::certs::{self, CertPaths, LeafReason};
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::error::Error;
-use crate::files;
 use crate::lifecycle::{self, Lifecycle};
 use crate::logging;
 use crate::metrics::Metrics;
@@ -31,8 +30,9 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     // Before any thread starts (glibc builds only; see thread_cache::limit_arenas): a burst of
     // workers otherwise leaves its freed memory spread over up to eight arenas per core.
     thread_cache::limit_arenas(SYSTEM_ARENAS);
-    let config = load_config(args)?;
+    let mut config = load_config(args)?;
     logging::init(config.server.debug);
+    fit_open_files(&mut config);
     // Bind first: without privilege for port 443 this is the likeliest first-run failure, and
     // it should be reported before any file is created.
     let addr = SocketAddr::new(config.server.bind, config.server.port);
@@ -112,6 +112,26 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     server::run(listeners, live, settings, lifecycle)
 }
 
+/// Raises the open-files limit as far as it goes; if `max_connections` still cannot have two
+/// descriptors each (client and backend) plus a margin, lowers it, so that a full house is
+/// refused at accept rather than failing requests mid-way with EMFILE.
+fn fit_open_files(config: &mut Config) {
+    const MARGIN: u64 = 64;
+    let Some(limit) = server::os::raise_open_files_limit() else {
+        return;
+    };
+    let wanted = config.server.max_connections as u64;
+    let fits = (limit.saturating_sub(MARGIN) / 2).max(1);
+    if wanted > fits {
+        warn!(
+            "server.max_connections = {wanted} needs about {} open files, but the limit is {limit}: \
+             serving at most {fits} connections. Raise the limit (ulimit -n, systemd's LimitNOFILE=)",
+            2 * wanted + MARGIN
+        );
+        config.server.max_connections = usize::try_from(fits).unwrap_or(usize::MAX);
+    }
+}
+
 /// The config file with the command line's overrides applied.
 pub fn load_config(args: &ServeArgs) -> Result<Config, Error> {
     let mut config = Config::load(&args.config)?;
@@ -162,39 +182,15 @@ pub fn certified_key(config: &Config) -> Result<CertifiedKey, Error> {
             );
         }
     }
-    for key in [&paths.ca_key, &paths.leaf_key] {
-        if files::readable_by_others(key) {
-            warn!(
-                "private key {} is readable by other users; run: chmod 600 {}",
-                key.display(),
-                key.display()
-            );
-        }
+    for warning in certs::warnings(&paths) {
+        warn!("{warning}");
     }
     tls::load_certified_key(&paths)
 }
 
 /// Configurations that work but are probably not what the operator wants.
 pub fn warn_about(config: &Config) {
-    let injects_keys = config.active_backends().any(|b| b.api_key.is_some());
-    if injects_keys && config.access_keys.is_empty() && !config.server.bind.is_loopback() {
-        warn!(
-            "OPEN RELAY: backends add their own API keys, no access_keys are set, and the proxy \
-             listens on {}: anyone who can reach it spends your keys. Set access_keys, or \
-             server.bind: 127.0.0.1",
-            config.server.bind
-        );
-    }
-    if let Some(addr) = config.server.http_bind {
-        if config.access_keys.is_empty() && !addr.ip().is_loopback() {
-            warn!(
-                "the plain-HTTP listener {addr} is reachable from the network without access_keys: \
-                 anyone there can use it, and keys sent to it travel unencrypted. Set access_keys, \
-                 or bind it to 127.0.0.1"
-            );
-        }
-    }
-    if config.active_backends().next().is_none() {
-        warn!("no active entry in apis: every model request will be answered 404");
+    for warning in config.warnings() {
+        warn!("{warning}");
     }
 }

@@ -142,7 +142,7 @@ fn list(config: &Config) -> Result<(), Error> {
                 format!("{} -> {target}", b.custom_model_id),
                 b.stream_mode.to_string(),
                 if b.active { "yes" } else { "no" }.to_owned(),
-                b.endpoint.clone(),
+                crate::config::redact_url(&b.endpoint).into_owned(),
             ]
         })
         .collect();

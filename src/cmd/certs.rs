@@ -50,7 +50,7 @@ pub fn run(args: &CertsArgs) -> Result<(), Error> {
                  until then they reject the proxy. The old CA is kept as ca.crt.old / ca.key.old.",
                 paths.ca_cert.display()
             ));
-            fs::create_dir_all(&config.cert_dir).map_err(|source| Error::FileIo {
+            crate::files::create_private_dir(&config.cert_dir).map_err(|source| Error::FileIo {
                 path: config.cert_dir.clone(),
                 source,
             })?;

@@ -1,5 +1,7 @@
 //! `trae-proxy check`: validate the config and the certificate files without starting. Every
 //! problem is listed with the file, the entry and the field; exit 0 only when there is none.
+//! What `serve` would refuse is a problem here too; what it would warn about is printed as a
+//! warning (and does not change the exit status).
 
 use crate::certs::{self, CertPaths};
 use crate::cli::CheckArgs;
@@ -26,6 +28,15 @@ pub fn run(args: &CheckArgs) -> Result<(), Error> {
             problems.push(e.to_string());
         }
     }
+    // What serve would do at start, decided the same way.
+    match certs::plan(&paths, &super::certs::names(&config)) {
+        Ok(plan) if plan.ca => say!(
+            "note: no CA yet in {}; `serve` or `certs` creates one (clients must then trust it)",
+            config.cert_dir.display()
+        ),
+        Ok(_) => {}
+        Err(e) => problems.push(e.to_string()),
+    }
     match (paths.leaf_cert.exists(), paths.leaf_key.exists()) {
         (true, true) => {
             if let Err(e) = tls::load_certified_key(&paths) {
@@ -48,6 +59,9 @@ pub fn run(args: &CheckArgs) -> Result<(), Error> {
     }
     for p in &problems {
         say!("{p}");
+    }
+    for w in config.warnings().iter().chain(&certs::warnings(&paths)) {
+        say!("warning: {w}");
     }
     if !problems.is_empty() {
         return Err(Error::ChecksFailed(problems.len()));

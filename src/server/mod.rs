@@ -18,10 +18,10 @@ mod conn;
 mod exchange;
 mod intake;
 mod limits;
+pub mod os;
 mod parking;
 mod pool;
 pub mod respond;
-mod stack;
 mod sys;
 
 use std::net::{SocketAddr, TcpListener};

@@ -142,7 +142,7 @@ impl WorkQueue {
     /// A worker's life: take connections until idle for too long.
     fn work(&self) {
         thread_cache::enable();
-        super::stack::note_stack();
+        super::os::note_stack();
         while let Some(conn) = self.next() {
             let peer = conn.peer;
             let job = &self.job;

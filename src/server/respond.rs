@@ -158,8 +158,8 @@ impl<'a> Responder<'a> {
 
     pub fn stream(self, status: StatusCode, headers: Headers) -> io::Result<BodyStream<'a>> {
         // A streamed body keeps this thread for as long as it lasts, at a fraction of the depth
-        // its request needed: give the rest of the stack back (see stack.rs).
-        super::stack::release_unused();
+        // its request needed: give the rest of the stack back (see os.rs).
+        super::os::release_unused();
         let close = self.close;
         if self.http10 {
             let head = head_http10(status, &headers, None);

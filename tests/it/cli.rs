@@ -800,3 +800,88 @@ fn strict_mock_refuses_message_fields_openai_does_not_define() {
     let _ = mock.kill();
     let _ = mock.wait();
 }
+
+#[test]
+fn the_cert_folder_is_private_whatever_the_umask() {
+    let dir = dir_with_config();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000; exec {} certs --config config.yaml",
+            crate::harness::command_words().join(" ")
+        ))
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mode = |p: &str| {
+        std::fs::metadata(dir.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("ca"), 0o700, "nobody else may add or swap files there");
+    assert_eq!(mode("ca/ca.key"), 0o600);
+    assert_eq!(mode("ca/api.openai.com.key"), 0o600);
+}
+
+#[test]
+fn check_reports_what_serve_warns_about_or_fails_on() {
+    let dir = TempDir::new("check-agrees");
+    std::fs::write(dir.path().join("config.yaml"), "apis: []\n").unwrap();
+    // No active backend: serve warns that every request will be 404.
+    let (code, out, _) = tp(dir.path(), &["check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("warning: no active entry in apis"), "{out}");
+    // A private key others can read: serve warns.
+    tp(dir.path(), &["certs"]);
+    let key = dir.path().join("ca/api.openai.com.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, _) = tp(dir.path(), &["check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("is readable by other users"), "{out}");
+    // ca.key without ca.crt, and no leaf yet: serve cannot start, so check fails.
+    std::fs::remove_file(dir.path().join("ca/ca.crt")).unwrap();
+    std::fs::remove_file(dir.path().join("ca/api.openai.com.crt")).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let (code, out, _) = tp(dir.path(), &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("ca.crt") && out.contains("is missing while"),
+        "{out}"
+    );
+}
+
+#[test]
+fn credentials_in_an_endpoint_are_never_echoed() {
+    let dir = TempDir::new("creds");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "apis:\n  - {name: a, endpoint: \"htp://user:s3cret@host\", custom_model_id: m}\n",
+    )
+    .unwrap();
+    let (code, out, err) = tp(dir.path(), &["check"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("endpoint"), "{out}");
+    assert!(
+        !out.contains("s3cret") && !err.contains("s3cret"),
+        "{out}{err}"
+    );
+    std::fs::write(
+        &config,
+        "apis:\n  - {name: a, endpoint: \"https://user:s3cret@host\", custom_model_id: m}\n",
+    )
+    .unwrap();
+    for args in [&["check"][..], &["api", "list"]] {
+        let (_, out, err) = tp(dir.path(), args);
+        assert!(
+            !out.contains("s3cret") && !err.contains("s3cret"),
+            "{args:?}: {out}{err}"
+        );
+    }
+    let (_, out, _) = tp(dir.path(), &["api", "list"]);
+    assert!(out.contains("https://***@host"), "{out}");
+}

@@ -378,3 +378,20 @@ fn a_missing_or_doubled_host_is_400() {
     assert_eq!(r.status, 200);
     assert!(mock.requests().is_empty());
 }
+
+#[test]
+fn json_nested_deeper_than_128_levels_is_400_and_up_to_it_is_served() {
+    // serde_json's recursion limit: the docs promise it, and a worker's stack must hold it.
+    let (mock, proxy) = setup();
+    let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    // The body object itself is one level.
+    let body = format!(r#"{{"model":"gpt-4o","messages":[],"x":{}}}"#, nested(127));
+    let r = roundtrip(proxy.port, &proxy.ca_path(), &chat_request(&body, ""));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = format!(r#"{{"model":"gpt-4o","messages":[],"x":{}}}"#, nested(128));
+    let r = roundtrip(proxy.port, &proxy.ca_path(), &chat_request(&body, ""));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "invalid_json");
+    assert!(r.text().contains("recursion limit"), "{}", r.text());
+    assert_eq!(mock.requests().len(), 1, "only the first went upstream");
+}

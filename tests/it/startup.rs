@@ -157,3 +157,54 @@ fn under_systemd_log_lines_carry_the_level_but_no_second_timestamp() {
         "timestamped: {line}"
     );
 }
+
+#[test]
+fn the_open_files_limit_is_raised_and_max_connections_fits_what_is_left() {
+    use std::io::Read;
+    let dir = crate::harness::TempDir::new("nofile");
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        "apis: []\nserver: {port: 0, bind: 127.0.0.1}\n",
+    )
+    .unwrap();
+    let start = |limits: &str| {
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{limits}; exec {} serve --config config.yaml",
+                crate::harness::command_words().join(" ")
+            ))
+            .current_dir(dir.path())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut log = String::new();
+        let mut stderr = child.stderr.take().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !log.contains("listening on") && std::time::Instant::now() < deadline {
+            let mut buf = [0u8; 1024];
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => log.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        let limits =
+            std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        (log, limits)
+    };
+    // A low soft limit under a higher hard one: raised to the hard one.
+    let (log, limits) = start("ulimit -H -n 20000; ulimit -S -n 1024");
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or("");
+    if !crate::harness::emulated() {
+        assert!(open_files.contains("20000"), "{open_files}");
+    }
+    assert!(!log.contains("open files"), "{log}");
+    // Both low: max_connections is lowered to what fits, and the log says so.
+    let (log, _) = start("ulimit -S -n 1024; ulimit -H -n 1024");
+    assert!(log.contains("serving at most 480 connections"), "{log}");
+}

@@ -1,7 +1,8 @@
-//! Giving back a worker's stack pages that a long stream does not need. The only module of the
-//! crate with unsafe code: two libc calls that have no safe wrapper in std.
+//! The operating system calls std has no safe wrapper for, and the only module of the crate
+//! with unsafe code: a worker giving back the stack pages a long stream does not need, and the
+//! limit on open files.
 //!
-//! Why: a request touches its deepest stack while it is sent — ureq's `run` and its connector
+//! Stack: a request touches its deepest stack while it is sent — ureq's `run` and its connector
 //! chain alone have frames of 14 and 11.6 KiB — and a touched page stays resident for the
 //! thread's life. A stream then spends minutes relaying at a third of that depth, one thread
 //! each, so most of its stack is memory nobody uses: 44 KiB per open stream in the static build,
@@ -9,7 +10,11 @@
 //! current depth (minus a margin for the calls still to come) are handed back to the kernel
 //! with `madvise(MADV_DONTNEED)`; the relay faults in the few it needs again.
 //!
-//! Linux only (the hosts this is for); elsewhere both calls do nothing.
+//! Linux only (the hosts this is for); elsewhere it does nothing.
+//!
+//! Open files: each open stream holds two descriptors (client and backend), and processes often
+//! start with a soft limit of 1024 although the hard limit allows far more. As Go's runtime
+//! does, the soft limit is raised to the hard one at start.
 
 #![allow(unsafe_code)]
 
@@ -91,6 +96,43 @@ pub fn note_stack() {
 /// Hands back the calling thread's stack pages below the current depth (see the module doc).
 pub fn release_unused() {
     imp::release_below_here(MARGIN);
+}
+
+/// Raises the soft limit on open files to the hard one; returns the limit in force (None when
+/// it cannot be read, or there is none to speak of).
+pub fn raise_open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given; setrlimit reads one.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return None;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let mut raised = limit;
+                // macOS refuses an unlimited soft limit (OPEN_MAX is 10240 there).
+                raised.rlim_cur = if cfg!(target_os = "macos") {
+                    limit.rlim_max.min(10240)
+                } else {
+                    limit.rlim_max
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        // rlim_t is 64 bits on the targets CI builds, 32 on some others.
+        #[allow(clippy::useless_conversion)]
+        Some(u64::try_from(limit.rlim_cur).unwrap_or(u64::MAX))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 #[cfg(test)]
