@@ -28,6 +28,8 @@ use crate::upstream::{self, UpstreamResponse};
 
 /// Largest backend body read whole (a non-streamed reply, or a stream being aggregated).
 const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
+/// Most text of a streamed reply folded up to remember its reasoning (see `Relayer::capture`).
+const MAX_CAPTURE: usize = 1024 * 1024;
 /// Backend reads. An SSE event is a few hundred bytes, ureq buffers the connection's input
 /// anyway (10 KiB), and an open stream keeps this buffer for its whole life: a thousand
 /// streams at 4 KiB were 4 MiB.
@@ -583,6 +585,14 @@ impl Relayer<'_> {
                         access.take_usage(&value);
                         if let Some(capture) = self.capture.as_mut() {
                             capture.push(&value);
+                            if capture.text_bytes() > MAX_CAPTURE {
+                                // A reply this long is not a tool-call turn a history replays;
+                                // keeping it would make a long stream cost its whole length.
+                                debug!(
+                                    "reply over {MAX_CAPTURE} bytes: its reasoning is not remembered"
+                                );
+                                self.capture = None;
+                            }
                         }
                         if rewrite::set_client_model(&mut value, self.client_model) {
                             let data = serde_json::to_string(&value).unwrap_or_default();

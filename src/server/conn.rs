@@ -2,7 +2,7 @@
 //! TLS state (none on the plain-HTTP listener), and decrypted bytes received but not yet
 //! consumed.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -202,91 +202,68 @@ impl Conn {
     }
 }
 
-/// The byte stream a worker reads requests from and writes responses to. Reads get the client
-/// I/O timeout, but lazily: the socket may still have the worker's short wait for a next
-/// request set, and a read is first tried with that. The rest of a request usually follows its
-/// head at once (many clients write the body separately), so switching timeouts — a system call
-/// each way, every request — is only done when a read actually has to wait.
-pub struct Stream<'a> {
-    io: Io<'a>,
-    read_timeout: &'a mut Option<Duration>,
-    io_timeout: Duration,
+/// What a worker writes a response to: TLS records, or plain bytes, each socket write under
+/// the connection's write timeout (`client_io_timeout`, the write-progress deadline). It never
+/// reads. rustls' own `Stream` does: when a write blocks, its `complete_io` goes on to read the
+/// client's socket, which has no read timeout — a client that stopped reading held its worker
+/// for good, past the write deadline.
+pub struct Writer<'a> {
+    tls: Option<&'a mut ServerConnection>,
+    sock: &'a mut TcpStream,
 }
 
-enum Io<'a> {
-    Tls(rustls::Stream<'a, ServerConnection, TcpStream>),
-    Plain(&'a mut TcpStream),
-}
-
-impl<'a> Stream<'a> {
+impl<'a> Writer<'a> {
     /// Over a connection's fields (borrowed apart, so its buffer stays usable).
-    pub fn of(
-        tls: &'a mut Option<Box<ServerConnection>>,
-        sock: &'a mut TcpStream,
-        read_timeout: &'a mut Option<Duration>,
-        io_timeout: Duration,
-    ) -> Self {
-        let io = match tls.as_mut() {
-            Some(tls) => Io::Tls(rustls::Stream::new(tls, sock)),
-            None => Io::Plain(sock),
-        };
-        Stream {
-            io,
-            read_timeout,
-            io_timeout,
+    pub fn of(tls: &'a mut Option<Box<ServerConnection>>, sock: &'a mut TcpStream) -> Self {
+        Writer {
+            tls: tls.as_deref_mut(),
+            sock,
         }
     }
 
-    fn use_io_timeout(&mut self) -> io::Result<()> {
-        let sock: &TcpStream = match &self.io {
-            Io::Tls(s) => s.sock,
-            Io::Plain(s) => s,
+    /// Writes every TLS record rustls has queued. A socket write that makes no progress within
+    /// the write timeout is an error (TimedOut).
+    fn send_records(&mut self) -> io::Result<()> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return Ok(());
         };
-        set_if_changed(self.read_timeout, self.io_timeout, |t| {
-            sock.set_read_timeout(t)
-        })
-    }
-
-    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &mut self.io {
-            Io::Tls(s) => s.read(buf),
-            Io::Plain(s) => s.read(buf),
-        }
-    }
-}
-
-impl Read for Stream<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.read_now(buf) {
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) && *self.read_timeout != Some(self.io_timeout) =>
-            {
-                self.use_io_timeout()?;
-                self.read_now(buf)
+        while tls.wants_write() {
+            match tls.write_tls(self.sock) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(timed_out(e)),
             }
-            other => other,
         }
+        Ok(())
     }
 }
 
-impl Write for Stream<'_> {
-    // Writes use the write timeout, set once per connection. (A TLS write reads only during a
-    // handshake, which the parking loop finishes before a worker sees the connection.)
+impl Write for Writer<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.io {
-            Io::Tls(s) => s.write(buf),
-            Io::Plain(s) => s.write(buf),
+        match self.tls.as_deref_mut() {
+            None => self.sock.write(buf).map_err(timed_out),
+            Some(tls) => {
+                // rustls takes at most its buffer limit; the records go out before more.
+                let n = tls.writer().write(buf)?;
+                self.send_records()?;
+                Ok(n)
+            }
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.io {
-            Io::Tls(s) => s.flush(),
-            Io::Plain(s) => s.flush(),
-        }
+        self.send_records()?;
+        self.sock.flush()
+    }
+}
+
+/// A blocking write that ran out of its timeout reports WouldBlock; call it what it is.
+fn timed_out(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(io::ErrorKind::TimedOut, "no progress writing to the client")
+    } else {
+        e
     }
 }
 

@@ -2,7 +2,7 @@
 //! gets the request and a [`Responder`] over the blocking client stream, and the body's memory
 //! charge is given back when it is done.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 
 use http::Request;
@@ -30,7 +30,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Hands a complete request to `handler` with the right to answer it on `io`.
-pub fn serve<S: Read + Write>(
+pub fn serve<S: Write>(
     io: &mut S,
     complete: Complete,
     peer: SocketAddr,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, error};
 
-use super::conn::{Conn, Stream};
+use super::conn::{Conn, Writer};
 use super::exchange::Transport;
 use super::exchange::{self, Handler};
 use super::intake::{Limits, Step};
@@ -255,13 +255,8 @@ fn serve_connection(
             } else {
                 Transport::Plain
             };
-            let mut stream = Stream::of(
-                &mut conn.tls,
-                &mut conn.sock,
-                &mut conn.read_timeout,
-                io_timeout,
-            );
-            exchange::serve(&mut stream, *complete, conn.peer, transport, handler)
+            let mut writer = Writer::of(&mut conn.tls, &mut conn.sock);
+            exchange::serve(&mut writer, *complete, conn.peer, transport, handler)
         };
         conn.in_flight = None;
         match after {
@@ -331,13 +326,8 @@ fn next_request(conn: &mut Conn, settings: &Settings) -> bool {
             }
         };
         conn.ready = None;
-        let mut stream = Stream::of(
-            &mut conn.tls,
-            &mut conn.sock,
-            &mut conn.read_timeout,
-            settings.timeouts.client_io,
-        );
-        let _ = exchange::reject(&mut stream, &error);
+        let mut writer = Writer::of(&mut conn.tls, &mut conn.sock);
+        let _ = exchange::reject(&mut writer, &error);
         return false;
     }
     true

@@ -16,6 +16,8 @@ pub struct Aggregator {
     system_fingerprint: Option<Value>,
     choices: Vec<ChoiceAcc>,
     usage: Option<Value>,
+    /// Text folded in so far (content, reasoning, arguments), in bytes.
+    text_bytes: usize,
 }
 
 #[derive(Default)]
@@ -46,6 +48,12 @@ impl Aggregator {
     }
 
     /// Adds one chunk (the parsed `data:` of an event).
+    /// Text folded in so far (content, reasoning, tool call arguments), in bytes: what keeping
+    /// the reply costs.
+    pub fn text_bytes(&self) -> usize {
+        self.text_bytes
+    }
+
     pub fn push(&mut self, chunk: &Value) {
         let Some(obj) = chunk.as_object() else {
             return;
@@ -79,16 +87,20 @@ impl Aggregator {
             if let Some(role) = delta.get("role").and_then(Value::as_str) {
                 acc.role = Some(role.to_owned());
             }
+            let mut added = 0;
             if let Some(c) = delta.get("content").and_then(Value::as_str) {
                 acc.content.push_str(c);
                 acc.has_content = true;
+                added += c.len();
             }
             if let Some(r) = delta.get("reasoning_content").and_then(Value::as_str) {
                 acc.reasoning.push_str(r);
                 acc.has_reasoning = true;
+                added += r.len();
             }
             if let Some(r) = delta.get("refusal").and_then(Value::as_str) {
                 acc.refusal.get_or_insert_with(String::new).push_str(r);
+                added += r.len();
             }
             for call in delta
                 .get("tool_calls")
@@ -96,8 +108,9 @@ impl Aggregator {
                 .into_iter()
                 .flatten()
             {
-                acc.push_tool_call(call);
+                added += acc.push_tool_call(call);
             }
+            self.text_bytes += added;
         }
     }
 
@@ -140,7 +153,8 @@ impl Aggregator {
 }
 
 impl ChoiceAcc {
-    fn push_tool_call(&mut self, call: &Value) {
+    /// Folds in one tool call delta; returns the bytes of text it added.
+    fn push_tool_call(&mut self, call: &Value) -> usize {
         let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
         let pos = match self.tool_calls.iter().position(|t| t.index == index) {
             Some(p) => p,
@@ -159,14 +173,18 @@ impl ChoiceAcc {
         if let Some(kind) = call.get("type").filter(|v| !v.is_null()) {
             acc.kind = Some(kind.clone());
         }
+        let mut added = 0;
         if let Some(f) = call.get("function") {
             if let Some(n) = f.get("name").and_then(Value::as_str) {
                 acc.name.push_str(n);
+                added += n.len();
             }
             if let Some(a) = f.get("arguments").and_then(Value::as_str) {
                 acc.arguments.push_str(a);
+                added += a.len();
             }
         }
+        added
     }
 
     fn into_json(mut self) -> Value {

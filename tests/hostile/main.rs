@@ -23,6 +23,7 @@ mod backends;
 mod bodies;
 mod connect;
 mod connections;
+mod readers;
 
 use harness::{Proxy, config_yaml};
 use mock::Mock;
@@ -34,7 +35,8 @@ pub fn proxy_with(server_extra: &str) -> (Mock, Proxy) {
     let apis = "  - {name: chat-backend, endpoint: \"{UPSTREAM}\", custom_model_id: gpt-4o, target_model_id: chat}\n  \
                 - {name: hanger, endpoint: \"{UPSTREAM}\", custom_model_id: hang, target_model_id: hang}\n  \
                 - {name: slow-backend, endpoint: \"{UPSTREAM}\", custom_model_id: slow, target_model_id: chat-slow}\n  \
-                - {name: stalling, endpoint: \"{UPSTREAM}\", custom_model_id: stall, target_model_id: stall}";
+                - {name: stalling, endpoint: \"{UPSTREAM}\", custom_model_id: stall, target_model_id: stall}\n  \
+                - {name: flooding, endpoint: \"{UPSTREAM}\", custom_model_id: flood, target_model_id: flood}";
     let proxy = Proxy::start(&config_yaml(&mock.url(), apis, server_extra));
     (mock, proxy)
 }
