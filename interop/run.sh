@@ -70,7 +70,8 @@ NS=
 IN=()
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # Each server runs in a process group of its own (setsid): the group goes, children too.
+    for pid in "${PIDS[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     if [ -n "$NS" ]; then
         ip netns del "$NS" 2>/dev/null || true
@@ -108,12 +109,13 @@ wait_for() { # URL: up to 60 s
 
 # --- Backends and the proxy.
 say "backends and proxy"
-in_ns "$MOCK_BIN" mock --strict --port "$MOCK_PORT" --tokens-per-second 0 > "$WORK/mock.log" 2>&1 &
+# Started directly (not through the in_ns function, whose subshell would be what $! names).
+setsid "${IN[@]}" "$MOCK_BIN" mock --strict --port "$MOCK_PORT" --tokens-per-second 0 > "$WORK/mock.log" 2>&1 &
 PIDS+=($!)
 ll_entry=
 if [ "$LITELLM" = 1 ]; then
-    in_ns "$CACHE/litellm/bin/litellm" --config "$HERE/litellm.yaml" --host 127.0.0.1 --port "$LL_PORT" \
-        > "$WORK/litellm.log" 2>&1 &
+    setsid "${IN[@]}" "$CACHE/litellm/bin/litellm" --config "$HERE/litellm.yaml" --host 127.0.0.1 \
+        --port "$LL_PORT" > "$WORK/litellm.log" 2>&1 &
     PIDS+=($!)
     ll_entry="  - {name: litellm, endpoint: \"http://127.0.0.1:$LL_PORT\", custom_model_id: ll-mock, target_model_id: ll-mock}"
 fi
@@ -128,7 +130,7 @@ server:
   bind: 127.0.0.1
   http_bind: 127.0.0.1:$HTTP_PORT
 EOF
-in_ns "$BIN" serve --config "$WORK/config.yaml" > "$WORK/proxy.log" 2>&1 &
+setsid "${IN[@]}" "$BIN" serve --config "$WORK/config.yaml" > "$WORK/proxy.log" 2>&1 &
 PIDS+=($!)
 wait_for "http://127.0.0.1:$MOCK_PORT/v1/models"
 wait_for "http://127.0.0.1:$HTTP_PORT/v1/models"

@@ -10,6 +10,7 @@
 //! this process as the load generator (client.rs).
 
 mod client;
+mod hostile;
 mod mock;
 mod procs;
 mod stats;
@@ -74,7 +75,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench dir");
     let port = procs::free_port();
-    procs::proxy_config(&dir, port, mock.port, 300);
+    procs::proxy_config(&dir, port, mock.port);
 
     // Start-up: the first start creates the CA and leaf; later ones find them.
     let cold = procs::start_proxy(&binary, &dir, port);
@@ -101,6 +102,15 @@ fn main() {
     let theirs = nginx
         .as_ref()
         .map(|n| Target::Tls(n.port, Arc::clone(&tls)));
+    let our_pids = vec![pid];
+    let nginx_pids = nginx
+        .as_ref()
+        .map(|n| procs::family(n.child.id()))
+        .unwrap_or_default();
+    if args.iter().any(|a| a == "--hostile") {
+        hostile::run(&ours, pid, theirs.as_ref().zip(nginx.as_ref().map(|n| n.child.id())), &machine());
+        return;
+    }
 
     eprintln!("1/5 latency at 1 client ...");
     let lat_direct = latency(&direct, plan.latency_requests);
@@ -114,15 +124,14 @@ fn main() {
     for clients in [32usize, 128] {
         let mut rounds: Vec<_> = (0..plan.throughput_rounds)
             .map(|_| {
-                let o = throughput(&ours, clients, plan.throughput_for);
+                let o = throughput(&ours, &our_pids, clients, plan.throughput_for);
                 let n = theirs
                     .as_ref()
-                    .map(|t| throughput(t, clients, plan.throughput_for));
+                    .map(|t| throughput(t, &nginx_pids, clients, plan.throughput_for));
                 (o, n)
             })
             .collect();
-        let ratio =
-            |(o, n): &((f64, Duration), Option<(f64, Duration)>)| n.map_or(o.0, |n| o.0 / n.0);
+        let ratio = |(o, n): &(Round, Option<Round>)| n.map_or(o.rps, |n| o.rps / n.rps);
         let ratios: Vec<f64> = rounds.iter().map(ratio).collect();
         rounds.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
         let (o, n) = rounds[rounds.len() / 2];
@@ -209,18 +218,30 @@ fn main() {
     for (clients, o, n, ratios) in &throughput_rows {
         println!(
             "  {clients:>3} clients: trae-proxy {:>8.0} req/s p99 {:>7.0} µs{}",
-            o.0,
-            us(o.1),
+            o.rps,
+            us(o.p99),
             n.map_or(String::new(), |n| format!(
                 "   nginx {:>8.0} req/s p99 {:>7.0} µs   ratio {:.2} (rounds: {})",
-                n.0,
-                us(n.1),
-                o.0 / n.0,
+                n.rps,
+                us(n.p99),
+                o.rps / n.rps,
                 ratios
                     .iter()
                     .map(|r| format!("{r:.2}"))
                     .collect::<Vec<_>>()
                     .join(", ")
+            ))
+        );
+        println!(
+            "               per request: trae-proxy CPU {:>5.1} µs, {:.2} context switches{}",
+            o.cpu_us,
+            o.switches,
+            n.map_or(String::new(), |n| format!(
+                "   nginx CPU {:>5.1} µs, {:.2} context switches   CPU ratio {:.2}, p99 ratio {:.2}",
+                n.cpu_us,
+                n.switches,
+                o.cpu_us / n.cpu_us,
+                us(o.p99) / us(n.p99)
             ))
         );
     }
@@ -244,16 +265,18 @@ fn main() {
     );
     println!(
         "\nMemory (RSS) and threads: idle {} KiB / {} threads; before load {} KiB; peak during 256 streams \
-         {} KiB / {} threads ({} of 256 streams complete, {} stalls); 6 s after {} KiB / {} threads",
-        rss_idle,
-        threads_idle,
-        rss_before_load,
-        rss_peak,
-        threads_peak,
+         {} KiB / {} threads; 6 s after {} KiB / {} threads",
+        rss_idle, threads_idle, rss_before_load, rss_peak, threads_peak, rss_after, threads_after
+    );
+    println!(
+        "256 streams started at once: {} open at the same time, first event after p50 {:.1} ms / max {:.1} ms, \
+         {} complete, {} stalls; {:.1} KiB of RSS per open stream",
+        many.concurrent,
+        many.first_event.p50.as_secs_f64() * 1e3,
+        many.first_event.max.as_secs_f64() * 1e3,
         many.completed,
         many.stalls,
-        rss_after,
-        threads_after
+        rss_peak.saturating_sub(rss_before_load) as f64 / 256.0
     );
     println!(
         "Soak ({} s, {} requests incl. streams, 404s, disconnects): threads {} -> {}, open files {} -> {}, RSS {} -> {} KiB",
@@ -278,14 +301,21 @@ fn main() {
         binary.display()
     );
 
+    let at32 = &throughput_rows[0];
     let budgets = [
         ("added latency p50 <= 60 us", us(added_p50) <= 60.0),
         ("added latency p99 <= 200 us", us(added_p99) <= 200.0),
         (
-            "throughput at 32 clients >= 0.5x nginx",
-            throughput_rows[0]
-                .2
-                .is_none_or(|n| throughput_rows[0].1.0 >= 0.5 * n.0),
+            "throughput at 32 clients >= 0.75x nginx",
+            at32.2.is_none_or(|n| at32.1.rps >= 0.75 * n.rps),
+        ),
+        (
+            "CPU per request at 32 clients <= 1.5x nginx",
+            at32.2.is_none_or(|n| at32.1.cpu_us <= 1.5 * n.cpu_us),
+        ),
+        (
+            "p99 at 32 clients <= 2x nginx",
+            at32.2.is_none_or(|n| at32.1.p99 <= 2 * n.p99),
         ),
         (
             "stream p99 added delay <= 1 ms",
@@ -297,8 +327,8 @@ fn main() {
         ),
         ("zero stalls", stream_stalls == 0 && many.stalls == 0),
         (
-            "all streams complete (16 per round, 256 concurrent)",
-            stream_incomplete == 0 && many.completed == 256,
+            "all streams complete (16 per round; 256 at once, all open together)",
+            stream_incomplete == 0 && many.completed == 256 && many.concurrent == 256,
         ),
         ("RSS idle <= 4 MiB", rss_idle <= 4096),
         ("RSS during 256 streams <= 32 MiB", rss_peak <= 32 * 1024),
@@ -332,8 +362,12 @@ fn main() {
             "added_p99": us(added_p99),
         },
         "throughput": throughput_rows.iter().map(|(c, o, n, ratios)| json!({
-            "clients": c, "trae_proxy_rps": o.0, "trae_proxy_p99_us": us(o.1),
-            "nginx_rps": n.map(|n| n.0), "nginx_p99_us": n.map(|n| us(n.1)),
+            "clients": c, "trae_proxy_rps": o.rps, "trae_proxy_p99_us": us(o.p99),
+            "trae_proxy_cpu_us_per_request": o.cpu_us,
+            "trae_proxy_context_switches_per_request": o.switches,
+            "nginx_rps": n.map(|n| n.rps), "nginx_p99_us": n.map(|n| us(n.p99)),
+            "nginx_cpu_us_per_request": n.map(|n| n.cpu_us),
+            "nginx_context_switches_per_request": n.map(|n| n.switches),
             "round_ratios": n.map(|_| ratios),
         })).collect::<Vec<Value>>(),
         "streaming_delay_us": {
@@ -346,7 +380,9 @@ fn main() {
         },
         "memory_kib": {"idle": rss_idle, "peak_256_streams": rss_peak, "after": rss_after},
         "threads": {"idle": threads_idle, "peak": threads_peak, "after": threads_after},
-        "streams_256_completed": many.completed,
+        "streams_256": {"completed": many.completed, "open_at_once": many.concurrent,
+            "first_event_ms": {"p50": many.first_event.p50.as_secs_f64() * 1e3,
+                               "max": many.first_event.max.as_secs_f64() * 1e3}},
         "soak": {"requests": soak.requests, "before": soak.before, "after": soak.after},
         "startup_ms": {"warm": warm_startup.as_secs_f64() * 1e3, "cold": cold_startup.as_secs_f64() * 1e3},
         "binary_bytes": size,
@@ -378,8 +414,11 @@ median ratio is shown); load generator, proxy and backend share the cores. \
 Streaming: delay from the backend's send stamp to the client's read, in rounds of direct, \
 trae-proxy, nginx (the round with the median added p99 is shown; stalls and unfinished streams of \
 every round count); a stall is a gap over 200 ms (10x the pacing). Memory: VmRSS and Threads from /proc, peak sampled every 50 ms, 'after' taken \
-6 s after the load, once idle workers have ended. trae-proxy runs with up to 300 workers (a worker \
-serves one request at a time, so 256 concurrent streams need 256; they start on demand). \
+6 s after the load, once idle workers have ended. trae-proxy starts a worker per request in flight (a worker \
+serves one request at a time and 256 concurrent streams get 256; they start on demand). The \
+proxy runs its default config. CPU per request: the server's user + system time over a round \
+(/proc/PID/stat; nginx: master and workers) divided by the requests done; context switches \
+likewise, summed over every thread (/proc/PID/task/*/status). \
 Start-up: from spawn until a TLS handshake verified against the CA completes (the proxy binds \
 before it creates missing certificates, so a TCP connect alone would finish too early). \
 nginx: worker_processes auto, upstream keepalive 256, proxy_buffering off, access_log off.";
@@ -503,8 +542,18 @@ fn latency(target: &Target, n: usize) -> Summary {
     summarize(&mut samples)
 }
 
-/// Requests per second and p99 latency with `clients` connections for `length`.
-fn throughput(target: &Target, clients: usize, length: Duration) -> (f64, Duration) {
+/// One throughput round: requests per second, their p99, and what the server process(es) spent
+/// per request in CPU time and context switches.
+#[derive(Clone, Copy)]
+struct Round {
+    rps: f64,
+    p99: Duration,
+    cpu_us: f64,
+    switches: f64,
+}
+
+/// A round with `clients` connections for `length`; `pids` are the server's processes.
+fn throughput(target: &Target, pids: &[u32], clients: usize, length: Duration) -> Round {
     let barrier = Arc::new(Barrier::new(clients + 1));
     let handles: Vec<_> = (0..clients)
         .map(|_| {
@@ -524,14 +573,20 @@ fn throughput(target: &Target, clients: usize, length: Duration) -> (f64, Durati
         })
         .collect();
     barrier.wait();
+    let (cpu, switches) = (procs::cpu_seconds(pids), procs::context_switches(pids));
     let started = Instant::now();
     let mut all: Vec<Duration> = handles
         .into_iter()
         .flat_map(|h| h.join().unwrap_or_default())
         .collect();
     let elapsed = started.elapsed().as_secs_f64();
-    let rps = all.len() as f64 / elapsed;
-    (rps, summarize(&mut all).p99)
+    let requests = all.len().max(1) as f64;
+    Round {
+        rps: all.len() as f64 / elapsed,
+        p99: summarize(&mut all).p99,
+        cpu_us: (procs::cpu_seconds(pids) - cpu) * 1e6 / requests,
+        switches: procs::context_switches(pids).saturating_sub(switches) as f64 / requests,
+    }
 }
 
 struct StreamRun {
@@ -539,6 +594,10 @@ struct StreamRun {
     completed: usize,
     stalls: usize,
     delay: Summary,
+    /// Most streams open at the same moment (first event received, last not yet).
+    concurrent: usize,
+    /// From sending the request to the first event.
+    first_event: Summary,
 }
 
 fn streams(target: &Target, count: usize, events: u64, epoch: Instant) -> StreamRun {
@@ -558,6 +617,8 @@ fn streams(target: &Target, count: usize, events: u64, epoch: Instant) -> Stream
             std::thread::spawn(move || {
                 let mut client = Client::connect(&target).ok()?;
                 barrier.wait();
+                let sent = Instant::now();
+                let mut first: Option<Instant> = None;
                 let mut mine = Vec::new();
                 let mut last: Option<Instant> = None;
                 let mut stalls = 0;
@@ -570,8 +631,9 @@ fn streams(target: &Target, count: usize, events: u64, epoch: Instant) -> Stream
                                 .parse::<u64>()
                                 .ok()
                         }) {
-                            let sent = epoch + Duration::from_nanos(t);
-                            mine.push(at.saturating_duration_since(sent));
+                            first.get_or_insert(at);
+                            let stamped = epoch + Duration::from_nanos(t);
+                            mine.push(at.saturating_duration_since(stamped));
                             seen += 1;
                             if last.is_some_and(|l| at - l > Duration::from_millis(200)) {
                                 stalls += 1;
@@ -584,24 +646,44 @@ fn streams(target: &Target, count: usize, events: u64, epoch: Instant) -> Stream
                 if let Ok(mut d) = delays.lock() {
                     d.extend(mine);
                 }
-                Some((seen == events as usize, stalls))
+                let open = first.zip(last).map(|(f, l)| (f.saturating_duration_since(sent), f, l));
+                Some((seen == events as usize, stalls, open))
             })
         })
         .collect();
-    let results: Vec<Option<(bool, usize)>> = handles
+    type Outcome = (bool, usize, Option<(Duration, Instant, Instant)>);
+    let results: Vec<Option<Outcome>> = handles
         .into_iter()
         .map(|h| h.join().ok().flatten())
         .collect();
     let mut delays = delays.lock().map(|d| d.clone()).unwrap_or_default();
+    let spans: Vec<(Duration, Instant, Instant)> = results.iter().flatten().filter_map(|r| r.2).collect();
+    let mut first_event: Vec<Duration> = spans.iter().map(|s| s.0).collect();
     StreamRun {
         streams: count,
         completed: results
             .iter()
-            .filter(|r| r.is_some_and(|(done, _)| done))
+            .filter(|r| r.is_some_and(|(done, _, _)| done))
             .count(),
-        stalls: results.iter().flatten().map(|(_, s)| s).sum(),
+        stalls: results.iter().flatten().map(|(_, s, _)| s).sum(),
         delay: summarize(&mut delays),
+        concurrent: most_at_once(spans.iter().map(|s| (s.1, s.2))),
+        first_event: summarize(&mut first_event),
     }
+}
+
+/// The most intervals that overlap at one moment.
+fn most_at_once(spans: impl Iterator<Item = (Instant, Instant)>) -> usize {
+    let mut edges: Vec<(Instant, i64)> = spans.flat_map(|(a, b)| [(a, 1), (b, -1)]).collect();
+    // At equal instants, ends before starts: touching spans do not overlap.
+    edges.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.cmp(&y.1)));
+    let mut open = 0i64;
+    let mut most = 0i64;
+    for (_, d) in edges {
+        open += d;
+        most = most.max(open);
+    }
+    usize::try_from(most).unwrap_or(0)
 }
 
 struct Sampler {

@@ -1,10 +1,10 @@
 //! The backend for the benchmark: fast enough never to be the bottleneck. Plain HTTP/1.1 with
 //! keep-alive, a thread per connection. `POST` with `"stream":true` gets 64 (or `events`)
 //! events paced `pace_ms` apart, each stamped with its send time in nanoseconds since `epoch`;
-//! anything else gets a fixed ~300-byte chat completion.
+//! `"model":"hang"` is never answered; anything else gets a fixed ~300-byte chat completion.
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ pub struct Mock {
 
 impl Mock {
     pub fn start(epoch: Instant) -> Mock {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind mock");
+        let listener = crate::procs::listen_deep(0);
         let port = listener.local_addr().expect("mock address").port();
         let epoch = Arc::new(epoch);
         std::thread::spawn(move || {
@@ -60,6 +60,11 @@ fn serve(conn: TcpStream, epoch: Instant) {
             return;
         }
         let text = String::from_utf8_lossy(&body);
+        if text.contains("\"model\":\"hang\"") {
+            // Holds the connection without a byte, for as long as a test runs.
+            std::thread::sleep(Duration::from_secs(600));
+            return;
+        }
         let ok = if text.contains("\"stream\":true") {
             let events = field(&text, "\"events\":").unwrap_or(64);
             let pace = field(&text, "\"pace_ms\":").unwrap_or(20);

@@ -33,6 +33,78 @@ impl Drop for Server {
     }
 }
 
+/// A loopback listener with a backlog of 4096 (std listens with 128: a burst of a thousand
+/// connects would wait for SYN retries).
+pub fn listen_deep(port: u16) -> std::net::TcpListener {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("socket");
+    socket.set_reuse_address(true).expect("reuse");
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .expect("bind");
+    socket.listen(4096).expect("listen");
+    socket.into()
+}
+
+/// `pid` and its children (nginx: the master and its workers).
+pub fn family(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // The parent is the second field after the command's closing parenthesis.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                pids.push(child);
+            }
+        }
+    }
+    pids
+}
+
+/// CPU time used so far (user + system) by these processes, in seconds.
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    // Linux reports it in clock ticks of 1/100 s (USER_HZ) on every architecture we run on.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            // utime and stime are fields 14 and 15, the 12th and 13th after the command.
+            let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            (field(11) + field(12)) as f64 / TICKS_PER_SECOND
+        })
+        .sum()
+}
+
+/// Context switches so far (voluntary and not) of every thread of these processes.
+pub fn context_switches(pids: &[u32]) -> u64 {
+    let mut total = 0;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            total += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    total
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -62,12 +134,14 @@ fn wait_serving(child: &mut Child, port: u16, ca: &Path, started: Instant) -> Du
     }
 }
 
-/// Writes the proxy's config into `dir` (certificates go to `dir/ca`).
-pub fn proxy_config(dir: &Path, port: u16, backend: u16, workers: usize) {
+/// Writes the proxy's config into `dir` (certificates go to `dir/ca`): the default settings,
+/// one entry for the benchmark's model and one for a model the backend never answers.
+pub fn proxy_config(dir: &Path, port: u16, backend: u16) {
     let yaml = format!(
         "domain: api.openai.com\napis:\n  - name: bench\n    endpoint: \"http://127.0.0.1:{backend}\"\n    \
-         custom_model_id: gpt-4o\n    target_model_id: bench-backend\nserver:\n  port: {port}\n  bind: 127.0.0.1\n  \
-         workers: {workers}\n  max_connections: 2048\n"
+         custom_model_id: gpt-4o\n    target_model_id: bench-backend\n  - name: hung\n    \
+         endpoint: \"http://127.0.0.1:{backend}\"\n    custom_model_id: hang\n    target_model_id: hang\n\
+         server:\n  port: {port}\n  bind: 127.0.0.1\n"
     );
     std::fs::write(dir.join("config.yaml"), yaml).expect("write config");
 }
@@ -151,6 +225,7 @@ events {{ worker_connections 4096; }}
 http {{
     access_log off;
     upstream backend {{ server 127.0.0.1:{backend}; keepalive 256; }}
+    client_max_body_size 32m;
     server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {chain};
