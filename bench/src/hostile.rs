@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use rustls::{ClientConnection, StreamOwned};
 use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, StreamOwned};
 use serde_json::{Value, json};
 
 use crate::client::{Client, Target};
@@ -70,7 +70,11 @@ fn ordinary(target: &Target) -> Served {
     for _ in 0..20 {
         let started = Instant::now();
         let done = std::thread::scope(|s| {
-            let h = s.spawn(|| Client::connect(target).and_then(|mut c| c.request(CHAT)).is_ok());
+            let h = s.spawn(|| {
+                Client::connect(target)
+                    .and_then(|mut c| c.request(CHAT))
+                    .is_ok()
+            });
             let deadline = started + Duration::from_secs(10);
             while !h.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
@@ -166,7 +170,8 @@ fn slow_readers(target: &Target, pids: &[u32]) -> (Served, u64) {
         with_peers(target, 80, Duration::from_secs(2), |target, stop| {
             let Some(tls) = tls(target) else { return };
             let mut reader = BufReader::with_capacity(64, tls);
-            let body = r#"{"model":"gpt-4o","stream":true,"events":4000,"pace_ms":1,"messages":[]}"#;
+            let body =
+                r#"{"model":"gpt-4o","stream":true,"events":4000,"pace_ms":1,"messages":[]}"#;
             if reader.get_mut().write_all(&post(body)).is_err() {
                 return;
             }
@@ -273,9 +278,10 @@ fn streams_1000(target: &Target) -> String {
 
 /// Runs every scenario against trae-proxy, then nginx, and prints the table.
 pub fn run(ours: &Target, our_pid: u32, nginx: Option<(&Target, u32)>, machine: &str) {
-    let targets: Vec<(&str, &Target, Vec<u32>)> = std::iter::once(("trae-proxy", ours, vec![our_pid]))
-        .chain(nginx.map(|(t, pid)| ("nginx", t, procs::family(pid))))
-        .collect();
+    let targets: Vec<(&str, &Target, Vec<u32>)> =
+        std::iter::once(("trae-proxy", ours, vec![our_pid]))
+            .chain(nginx.map(|(t, pid)| ("nginx", t, procs::family(pid))))
+            .collect();
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut add = |name: &str, results: Vec<String>| rows.push((name.to_owned(), results));
     let each = |f: &dyn Fn(&Target, &[u32]) -> String| -> Vec<String> {
@@ -291,7 +297,10 @@ pub fn run(ours: &Target, our_pid: u32, nginx: Option<(&Target, u32)>, machine: 
             .collect()
     };
     eprintln!("hostile 1/6: 70 clients sending their request body a byte every 2 s");
-    add("70 clients sending their body a byte every 2 s", each(&|t, _| slow_bodies(t).text()));
+    add(
+        "70 clients sending their body a byte every 2 s",
+        each(&|t, _| slow_bodies(t).text()),
+    );
     eprintln!("hostile 2/6: 80 clients reading a stream slowly");
     add(
         "80 clients reading a stream slowly (peak RSS)",
@@ -301,7 +310,10 @@ pub fn run(ours: &Target, our_pid: u32, nginx: Option<(&Target, u32)>, machine: 
         }),
     );
     eprintln!("hostile 3/6: 70 requests to a hung backend");
-    add("70 requests to a hung backend", each(&|t, _| hung_backend(t).text()));
+    add(
+        "70 requests to a hung backend",
+        each(&|t, _| hung_backend(t).text()),
+    );
     eprintln!("hostile 4/6: 4200 idle keep-alive connections (above trae-proxy's 4096)");
     add(
         "4200 idle keep-alive connections, then new clients",
@@ -319,7 +331,10 @@ pub fn run(ours: &Target, our_pid: u32, nginx: Option<(&Target, u32)>, machine: 
     );
 
     println!("\nHostile and faulty peers — {machine}\n");
-    println!("| scenario | {} |", targets.iter().map(|t| t.0).collect::<Vec<_>>().join(" | "));
+    println!(
+        "| scenario | {} |",
+        targets.iter().map(|t| t.0).collect::<Vec<_>>().join(" | ")
+    );
     println!("|---|{}", "---|".repeat(targets.len()));
     for (name, results) in &rows {
         println!("| {name} | {} |", results.join(" | "));
@@ -336,6 +351,9 @@ pub fn run(ours: &Target, our_pid: u32, nginx: Option<(&Target, u32)>, machine: 
     });
     let path = crate::root().join("target/bench/hostile.json");
     let _ = std::fs::create_dir_all(path.parent().unwrap_or(&path));
-    let _ = std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap_or_default());
+    let _ = std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&report).unwrap_or_default(),
+    );
     println!("JSON: {}", path.display());
 }

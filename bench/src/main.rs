@@ -108,7 +108,12 @@ fn main() {
         .map(|n| procs::family(n.child.id()))
         .unwrap_or_default();
     if args.iter().any(|a| a == "--hostile") {
-        hostile::run(&ours, pid, theirs.as_ref().zip(nginx.as_ref().map(|n| n.child.id())), &machine());
+        hostile::run(
+            &ours,
+            pid,
+            theirs.as_ref().zip(nginx.as_ref().map(|n| n.child.id())),
+            &machine(),
+        );
         return;
     }
 
@@ -646,7 +651,9 @@ fn streams(target: &Target, count: usize, events: u64, epoch: Instant) -> Stream
                 if let Ok(mut d) = delays.lock() {
                     d.extend(mine);
                 }
-                let open = first.zip(last).map(|(f, l)| (f.saturating_duration_since(sent), f, l));
+                let open = first
+                    .zip(last)
+                    .map(|(f, l)| (f.saturating_duration_since(sent), f, l));
                 Some((seen == events as usize, stalls, open))
             })
         })
@@ -657,7 +664,8 @@ fn streams(target: &Target, count: usize, events: u64, epoch: Instant) -> Stream
         .map(|h| h.join().ok().flatten())
         .collect();
     let mut delays = delays.lock().map(|d| d.clone()).unwrap_or_default();
-    let spans: Vec<(Duration, Instant, Instant)> = results.iter().flatten().filter_map(|r| r.2).collect();
+    let spans: Vec<(Duration, Instant, Instant)> =
+        results.iter().flatten().filter_map(|r| r.2).collect();
     let mut first_event: Vec<Duration> = spans.iter().map(|s| s.0).collect();
     StreamRun {
         streams: count,

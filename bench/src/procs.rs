@@ -36,8 +36,8 @@ impl Drop for Server {
 /// A loopback listener with a backlog of 4096 (std listens with 128: a burst of a thousand
 /// connects would wait for SYN retries).
 pub fn listen_deep(port: u16) -> std::net::TcpListener {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("socket");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     socket.set_reuse_address(true).expect("reuse");
     socket
         .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
@@ -80,7 +80,12 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
                 .map(|(_, rest)| rest.split_whitespace().collect())
                 .unwrap_or_default();
             // utime and stime are fields 14 and 15, the 12th and 13th after the command.
-            let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let field = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
             (field(11) + field(12)) as f64 / TICKS_PER_SECOND
         })
         .sum()

@@ -28,7 +28,7 @@ use rustls::ServerConnection;
 use super::conn::{Conn, Slot};
 use super::exchange::Handler;
 use super::intake::{Limits, Step};
-use super::limits::{BodyBudget, Clients};
+use super::limits::{BodyBudget, Clients, client_key};
 use super::pool::{Returns, WorkQueue};
 use super::respond::raw_error;
 use super::sys::Source;
@@ -50,6 +50,11 @@ const CAP_WARN_EVERY: Duration = Duration::from_secs(10);
 /// A request body's minimum rate is judged only after this long: a client may pause before it
 /// starts (curl waits up to a second for `100 Continue`).
 pub const BODY_GRACE: Duration = Duration::from_secs(10);
+/// Lingering close after an error answer (nginx's `lingering_time` and `lingering_timeout`):
+/// what the client still sends is read and discarded for at most this long in all ...
+const LINGER_FOR: Duration = Duration::from_secs(30);
+/// ... and until it has sent nothing for this long.
+const LINGER_QUIET: Duration = Duration::from_secs(5);
 
 /// A listening socket and how its connections speak: TLS with our certificate, or plain HTTP.
 pub struct Listener {
@@ -82,8 +87,10 @@ pub struct Parking {
 
 struct Parked {
     conn: Conn,
-    /// For the handshake and the request head, or for an idle connection.
+    /// For the handshake and the request head, an idle connection, or a lingering close.
     deadline: Instant,
+    /// Answered with an error and closing: what arrives is discarded; when it last did.
+    lingering: Option<Instant>,
     /// Since when it waits for its next request with nothing received (the idle deadline).
     idle_since: Option<Instant>,
     /// Whether write interest is registered (a handshake flight or a `100 Continue` did not fit
@@ -241,9 +248,13 @@ impl Parking {
                 }
             };
             let tls = listener.tls.clone();
-            // The client's own share first: one that has its share open must not push out
-            // other clients' idle connections.
-            let Some(client) = self.clients.connect(peer.ip()) else {
+            // The client's own share first: one that has its share open loses its own idle
+            // connection, never another client's.
+            let mut client = self.clients.connect(peer.ip());
+            if client.is_none() && self.evict_oldest_idle(Some(peer.ip())) {
+                client = self.clients.connect(peer.ip());
+            }
+            let Some(client) = client else {
                 if warn_now(&mut self.last_client_warning) {
                     warn!(
                         "{} has its share of connections open (server.max_connections_per_client); \
@@ -255,7 +266,9 @@ impl Parking {
             };
             let slot = match Slot::take(&self.open, self.max_connections) {
                 Some(slot) => Some(slot),
-                None if self.evict_oldest_idle() => Slot::take(&self.open, self.max_connections),
+                None if self.evict_oldest_idle(None) => {
+                    Slot::take(&self.open, self.max_connections)
+                }
                 None => None,
             };
             let Some(slot) = slot else {
@@ -287,14 +300,19 @@ impl Parking {
         }
     }
 
-    /// Closes the connection that has been idle for longest, to make room. False when none is
-    /// idle.
-    fn evict_oldest_idle(&mut self) -> bool {
+    /// Closes the connection that has been idle for longest (of the client at `of`, if given),
+    /// to make room. False when none is idle.
+    fn evict_oldest_idle(&mut self, of: Option<std::net::IpAddr>) -> bool {
+        let client = of.map(client_key);
         let oldest = self
             .parked
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| Some((i, p.as_ref()?.idle_since?)))
+            .filter_map(|(i, p)| {
+                let p = p.as_ref()?;
+                let mine = client.is_none_or(|c| client_key(p.conn.peer.ip()) == c);
+                mine.then_some((i, p.idle_since?))
+            })
             .min_by_key(|(_, since)| *since)
             .map(|(i, _)| i);
         match oldest {
@@ -344,12 +362,65 @@ impl Parking {
             *slot = Some(Parked {
                 conn,
                 deadline,
+                lingering: None,
                 idle_since,
                 writing: false,
             });
         }
         // Bytes may have arrived before registration, or sit decrypted in rustls already.
         self.step(index);
+    }
+
+    /// Answers with `err` and closes after a lingering close: the client may still be sending
+    /// (an upload refused at its head), and closing with unread bytes makes the kernel reset the
+    /// connection, destroying the answer before the client reads it. So the answer and a FIN go
+    /// out, and what arrives is read and discarded until the client closes, is quiet for
+    /// [`LINGER_QUIET`], or [`LINGER_FOR`] has passed.
+    fn reject_and_linger(&mut self, mut conn: Conn, err: &ApiError) {
+        if conn.is_handshaking() || !write_error(&mut conn, err) {
+            return;
+        }
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.parked.push(None);
+            self.parked.len() - 1
+        });
+        let registered = self.poll.registry().register(
+            &mut Source(&conn.sock),
+            Token(index + FIRST_CONN),
+            Interest::READABLE,
+        );
+        if registered.is_err() {
+            self.free.push(index);
+            return;
+        }
+        let now = Instant::now();
+        if let Some(slot) = self.parked.get_mut(index) {
+            *slot = Some(Parked {
+                conn,
+                deadline: now + LINGER_FOR,
+                lingering: Some(now),
+                idle_since: None,
+                writing: false,
+            });
+        }
+        self.step(index);
+    }
+
+    /// Reads and discards what a lingering connection has sent; closes it at its end.
+    fn discard(&mut self, index: usize) {
+        let Some(parked) = self.parked.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut sink = [0u8; 16 * 1024];
+        loop {
+            match io::Read::read(&mut parked.conn.sock, &mut sink) {
+                Ok(0) => return self.end(index, Ending::Gone),
+                Ok(_) => parked.lingering = Some(Instant::now()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.end(index, Ending::Gone),
+            }
+        }
     }
 
     fn step(&mut self, index: usize) {
@@ -361,6 +432,9 @@ impl Parking {
         let Some(parked) = self.parked.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
+        if parked.lingering.is_some() {
+            return self.discard(index);
+        }
         let conn = &mut parked.conn;
         // Read and receive in turns until the socket is drained or a request is complete.
         let (step, eof) = loop {
@@ -388,7 +462,10 @@ impl Parking {
                 parked.conn.ready = Some(complete);
                 match admit(&mut parked.conn, &self.clients) {
                     Ok(()) => self.queue.push(parked.conn),
-                    Err(e) => reject(parked.conn, &e),
+                    Err(e) => {
+                        parked.conn.ready = None;
+                        self.reject_and_linger(parked.conn, &e);
+                    }
                 }
             }
             Step::Reject(e) => self.end(index, Ending::Reject(e)),
@@ -457,7 +534,10 @@ impl Parking {
         match ending {
             Ending::Quiet => conn.say_goodbye(),
             Ending::Gone => {}
-            Ending::Reject(e) => reject(parked.conn, &e),
+            Ending::Reject(e) => {
+                parked.conn.receiving = None;
+                self.reject_and_linger(parked.conn, &e);
+            }
         }
     }
 
@@ -468,7 +548,10 @@ impl Parking {
                 continue;
             };
             let conn = &parked.conn;
-            let ending = if let Some(r) = conn.receiving.as_ref() {
+            let ending = if let Some(last) = parked.lingering {
+                (parked.deadline <= now || now.duration_since(last) >= LINGER_QUIET)
+                    .then_some(Ending::Gone)
+            } else if let Some(r) = conn.receiving.as_ref() {
                 let elapsed = now.saturating_duration_since(r.started);
                 let too_slow = self.min_body_rate > 0
                     && elapsed > BODY_GRACE
@@ -601,23 +684,22 @@ fn read_plain(conn: &mut Conn) -> Option<Read> {
 }
 
 /// Writes an error response without blocking (best effort: a client that does not read gets
-/// nothing) and closes.
-fn reject(mut conn: Conn, err: &ApiError) {
-    if conn.is_handshaking() {
-        return;
-    }
-    match conn.tls.as_mut() {
-        None => {
-            let _ = io::Write::write_all(&mut conn.sock, &raw_error(err));
-        }
+/// nothing), then ends our side: TLS close_notify and a FIN. False when the connection broke.
+fn write_error(conn: &mut Conn, err: &ApiError) -> bool {
+    let written = match conn.tls.as_mut() {
+        None => io::Write::write_all(&mut conn.sock, &raw_error(err)).is_ok(),
         Some(tls) => {
             let _ = io::Write::write_all(&mut tls.writer(), &raw_error(err));
             tls.send_close_notify();
+            let mut ok = true;
             while tls.wants_write() {
                 if tls.write_tls(&mut conn.sock).is_err() {
+                    ok = false;
                     break;
                 }
             }
+            ok
         }
-    }
+    };
+    written && conn.sock.shutdown(std::net::Shutdown::Write).is_ok()
 }

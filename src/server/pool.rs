@@ -284,6 +284,8 @@ fn serve_connection(
         // where the poller would never see it.
         conn.take_plaintext();
         if !next_request(&mut conn, settings) {
+            // Closed, or answered with an error: a lingering close either way.
+            close(conn);
             return None;
         }
     }

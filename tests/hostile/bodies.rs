@@ -140,3 +140,31 @@ fn bodies_beyond_the_memory_budget_get_503_at_once_and_room_comes_back() {
         "the budget has room again"
     );
 }
+
+#[test]
+fn a_refused_upload_is_read_and_discarded_so_its_client_sees_the_answer() {
+    // Refused at the head (over the memory budget), the client is still sending its body. Closed
+    // at once, its unread bytes would make the kernel reset the connection and destroy the 503
+    // before the client reads it; nginx's lingering close reads and discards them instead.
+    let (_mock, proxy) =
+        proxy_with("  max_body_bytes: 4194304\n  max_buffered_body_bytes: 8388608\n");
+    let len = 4 * 1024 * 1024 - 64;
+    let holder = {
+        let mut tls = connect(proxy.port, &proxy.ca_path());
+        tls.write_all(&body_head(len)).unwrap();
+        tls.flush().unwrap();
+        tls
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let mut refused = connect(proxy.port, &proxy.ca_path());
+    let mut upload = body_head(len);
+    upload.resize(upload.len() + len - br#"{"model":"gpt-4o","#.len(), b' ');
+    // The whole upload goes out (as curl and the SDKs do), then the answer is read.
+    refused
+        .write_all(&upload)
+        .expect("the proxy reads the refused body instead of resetting");
+    refused.flush().unwrap();
+    let r = read_response(&mut BufReader::new(refused)).unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    drop(holder);
+}

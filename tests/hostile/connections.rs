@@ -89,3 +89,32 @@ fn one_client_cannot_take_every_request() {
     other.get_mut().write_all(&quick_chat()).unwrap();
     assert_eq!(read_response(&mut other).unwrap().status, 200);
 }
+
+#[test]
+fn a_client_over_its_share_loses_its_own_longest_idle_connection_first() {
+    let (_mock, proxy) = proxy_with("  max_connections: 100\n  max_connections_per_client: 3\n");
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut tls = BufReader::new(connect_from(proxy.port, &proxy.ca_path(), [127, 0, 0, 1]));
+        tls.get_mut().write_all(&get_request("/v1/models")).unwrap();
+        assert_eq!(read_response(&mut tls).unwrap().status, 200);
+        idle.push(tls);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A fourth from the same address: served, at the cost of that client's oldest idle one.
+    let mut fourth = BufReader::new(connect_from(proxy.port, &proxy.ca_path(), [127, 0, 0, 1]));
+    fourth
+        .get_mut()
+        .write_all(&get_request("/v1/models"))
+        .unwrap();
+    assert_eq!(read_response(&mut fourth).unwrap().status, 200);
+    let oldest = idle.first_mut().unwrap();
+    oldest
+        .get_mut()
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = oldest.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "the oldest was closed");
+}
