@@ -1,38 +1,30 @@
 //! trae-proxy: a TLS-terminating OpenAI API proxy that maps model ids to any OpenAI-compatible
 //! backend and relays streams token by token.
 
-mod access;
+// The program: start-up, the running configuration, signals, the admin listener, commands.
 mod admin;
-mod api_error;
-mod backend_tcp;
-mod certs;
-mod cidr;
 mod cli;
 mod cmd;
-mod coalesce;
+mod live;
+mod serve;
+mod signals;
+
+// The layers below it, top to bottom (tests/layers.rs holds them to it).
+mod api;
+mod pki;
+mod server;
+mod upstream;
+
 mod config;
-mod connect;
-mod edit;
+
+// Small pieces every layer may use.
+mod api_error;
+mod cidr;
 mod error;
 mod files;
-mod forward;
-mod json_fields;
-mod lifecycle;
 mod logging;
 mod metrics;
 mod output;
-mod proxy;
-mod reasoning;
-mod reload;
-mod resolve;
-mod roots;
-mod route;
-mod serve;
-mod server;
-mod sse;
-mod tls;
-mod upstream;
-mod x509;
 
 use std::process::ExitCode;
 

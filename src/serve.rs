@@ -8,19 +8,20 @@ use log::{info, warn};
 use rustls::sign::CertifiedKey;
 
 use crate::admin;
-use crate::certs::{self, CertPaths, LeafReason};
+use crate::api::reasoning::ReasoningCache;
+use crate::api::{Proxy, Shared};
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::error::Error;
-use crate::lifecycle::{self, Lifecycle};
+use crate::live::Live;
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, Shared};
-use crate::reasoning::ReasoningCache;
-use crate::reload::Live;
-use crate::route::Bulkheads;
+use crate::pki::certs::{self, CertPaths, LeafReason};
+use crate::pki::tls::{self, CertResolver};
+use crate::server::Lifecycle;
 use crate::server::{self, Settings};
-use crate::tls::{self, CertResolver};
+use crate::signals;
+use crate::upstream::route::Bulkheads;
 
 /// glibc malloc arenas (its default: eight per core). Two made no throughput difference at 32
 /// clients on two cores and kept 1.3 MiB less after 256 streams.
@@ -92,7 +93,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     let live = Arc::new(Live::new(args.clone(), config, proxy, resolver));
     let lifecycle = Arc::new(Lifecycle::default());
     let reloader = Arc::clone(&live);
-    lifecycle::watch(Arc::clone(&lifecycle), move || reloader.reload())?;
+    signals::watch(Arc::clone(&lifecycle), move || reloader.reload())?;
     let renewer = Arc::clone(&live);
     std::thread::Builder::new()
         .name("cert-check".to_owned())

@@ -40,10 +40,18 @@ pub struct Client {
 
 impl Client {
     pub fn connect(target: &Target) -> io::Result<Client> {
+        Client::connect_from(target, [127, 0, 0, 1])
+    }
+
+    /// Connects from the loopback address `source`: another client, as a server counts them.
+    pub fn connect_from(target: &Target, source: [u8; 4]) -> io::Result<Client> {
         let port = match target {
             Target::Plain(p) | Target::Tls(p, _) => *p,
         };
-        let sock = TcpStream::connect(("127.0.0.1", port))?;
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.bind(&std::net::SocketAddr::from((source, 0)).into())?;
+        socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+        let sock: TcpStream = socket.into();
         sock.set_nodelay(true)?;
         sock.set_read_timeout(Some(Duration::from_secs(30)))?;
         let io: Box<dyn Io> = match target {

@@ -155,11 +155,11 @@ fn main() {
     // runs in one afternoon, the direct backend's own p99 at 1-2 ms in two of them).
     let mut stream_rounds: Vec<_> = (0..plan.stream_rounds)
         .map(|_| {
-            let direct = streams(&direct, 16, plan.stream_events, epoch);
-            let ours = streams(&ours, 16, plan.stream_events, epoch);
+            let direct = streams(&direct, 16, plan.stream_events, 20, epoch);
+            let ours = streams(&ours, 16, plan.stream_events, 20, epoch);
             let nginx = theirs
                 .as_ref()
-                .map(|t| streams(t, 16, plan.stream_events, epoch));
+                .map(|t| streams(t, 16, plan.stream_events, 20, epoch));
             (direct, ours, nginx)
         })
         .collect();
@@ -179,7 +179,7 @@ fn main() {
     eprintln!("4/5 memory with 256 concurrent streams ...");
     let (rss_before_load, _) = procs::rss_and_threads(pid);
     let sampler = sample_peak(pid);
-    let many = streams(&ours, 256, plan.stream_events, epoch);
+    let many = streams(&ours, 256, plan.stream_events, 20, epoch);
     let (rss_peak, threads_peak) = sampler.finish();
     // Workers beyond the two kept warm end after 5 s idle (src/server/pool.rs, IDLE_RETIRE).
     std::thread::sleep(Duration::from_secs(6));
@@ -605,9 +605,9 @@ struct StreamRun {
     first_event: Summary,
 }
 
-fn streams(target: &Target, count: usize, events: u64, epoch: Instant) -> StreamRun {
+fn streams(target: &Target, count: usize, events: u64, pace_ms: u64, epoch: Instant) -> StreamRun {
     let body = format!(
-        r#"{{"model":"gpt-4o","stream":true,"events":{events},"pace_ms":20,"messages":[]}}"#
+        r#"{{"model":"gpt-4o","stream":true,"events":{events},"pace_ms":{pace_ms},"messages":[]}}"#
     );
     let delays = Arc::new(Mutex::new(Vec::new()));
     let barrier = Arc::new(Barrier::new(count));

@@ -7,8 +7,8 @@ use crate::output::say;
 use serde_norway::{Mapping, Value};
 
 use crate::cli::{ApiAction, ApiArgs};
+use crate::config::edit::{ConfigFile, stream_mode_value};
 use crate::config::{CATCH_ALL, Config, TargetModel};
-use crate::edit::{ConfigFile, stream_mode_value};
 use crate::error::Error;
 
 pub fn run(args: &ApiArgs) -> Result<(), Error> {

@@ -3,11 +3,11 @@
 use crate::output::say;
 use std::fs;
 
-use crate::certs::{self, CertInfo, CertPaths};
 use crate::cli::{CertsAction, CertsArgs};
 use crate::config::Config;
 use crate::error::Error;
 use crate::files::{MODE_PUBLIC, MODE_SECRET, write_atomic};
+use crate::pki::certs::{self, CertInfo, CertPaths};
 
 pub fn run(args: &CertsArgs) -> Result<(), Error> {
     let config = Config::load(&args.config().map_err(Error::Usage)?)?;

@@ -3,12 +3,12 @@
 //! What `serve` would refuse is a problem here too; what it would warn about is printed as a
 //! warning (and does not change the exit status).
 
-use crate::certs::{self, CertPaths};
 use crate::cli::CheckArgs;
 use crate::config::Config;
 use crate::error::Error;
 use crate::output::say;
-use crate::tls;
+use crate::pki::certs::{self, CertPaths};
+use crate::pki::tls;
 
 pub fn run(args: &CheckArgs) -> Result<(), Error> {
     let config = match Config::load(&args.config) {

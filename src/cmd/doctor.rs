@@ -16,10 +16,10 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use serde_json::Value;
 
-use crate::certs::CertPaths;
 use crate::cli::DoctorArgs;
 use crate::config::{Backend, Config};
 use crate::error::Error;
+use crate::pki::certs::CertPaths;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Where Linux distributions keep the system trust store as one PEM bundle.
@@ -224,7 +224,7 @@ fn check_backend(backend: &Backend, key: Option<&str>, report: &mut Report) {
                     .as_deref()
                     .and_then(|p| ureq::Proxy::new(p).ok()),
             )
-            .tls_config(crate::roots::tls_config(&backend.ca_certs))
+            .tls_config(crate::upstream::roots::tls_config(&backend.ca_certs))
             .build(),
     );
     let key = backend

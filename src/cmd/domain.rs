@@ -1,11 +1,11 @@
 //! `trae-proxy domain set NAME`: change `domain` and issue a certificate for it from the
 //! existing CA (so clients that trust the CA need nothing new).
 
-use crate::certs::{self, CertPaths};
 use crate::cli::{DomainAction, DomainArgs};
-use crate::edit::ConfigFile;
+use crate::config::edit::ConfigFile;
 use crate::error::Error;
 use crate::output::say;
+use crate::pki::certs::{self, CertPaths};
 
 pub fn run(args: &DomainArgs) -> Result<(), Error> {
     match &args.action {

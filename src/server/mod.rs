@@ -17,6 +17,7 @@
 mod conn;
 mod exchange;
 mod intake;
+mod lifecycle;
 mod limits;
 pub mod os;
 mod parking;
@@ -30,6 +31,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 pub use exchange::{Handler, Transport};
+pub use lifecycle::Lifecycle;
 pub use limits::{BodyBudget, Clients};
 pub use parking::Listener;
 pub use respond::{After, BodyStream, Headers, Responder, Upgrade, json_content_type};
@@ -37,7 +39,6 @@ pub use respond::{After, BodyStream, Headers, Responder, Upgrade, json_content_t
 use crate::api_error::ApiError;
 use crate::config::Timeouts;
 use crate::error::Error;
-use crate::lifecycle::Lifecycle;
 
 /// Largest request head (request line and headers) accepted; more is answered with 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;

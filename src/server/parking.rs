@@ -25,6 +25,7 @@ use log::{debug, info, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::ServerConnection;
 
+use super::Lifecycle;
 use super::conn::{Conn, Slot};
 use super::exchange::Handler;
 use super::intake::{Limits, Step};
@@ -35,7 +36,6 @@ use super::sys::Source;
 use super::{Settings, admit};
 use crate::api_error::ApiError;
 use crate::error::Error;
-use crate::lifecycle::Lifecycle;
 use crate::logging::Field;
 
 const WAKER: Token = Token(0);

@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 
 use log::{debug, error};
 
+use super::Lifecycle;
 use super::conn::{Conn, Writer};
 use super::exchange::Transport;
 use super::exchange::{self, Handler};
 use super::intake::{Limits, Step};
 use super::respond::{After, Upgrade};
 use super::{Settings, admit};
-use crate::lifecycle::Lifecycle;
 
 /// Workers kept even when idle, so a request after a quiet spell finds one ready.
 const MIN_WORKERS: usize = 2;
@@ -499,9 +499,9 @@ mod tests {
 
     use super::*;
     use crate::config::Timeouts;
+    use crate::pki::tls::{CertResolver, server_config};
     use crate::server::Responder;
     use crate::server::conn::Slot;
-    use crate::tls::{CertResolver, server_config};
 
     /// Panics on the first request it sees, answers the others.
     struct PanicOnce(AtomicBool);

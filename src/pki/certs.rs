@@ -76,7 +76,7 @@ impl CertInfo {
 /// Reads the first certificate of a PEM file.
 pub fn read_info(path: &Path) -> Result<CertInfo, Error> {
     let der = first_cert(path)?;
-    let cert = crate::x509::parse(&der).map_err(|why| Error::CertInvalid {
+    let cert = crate::pki::x509::parse(&der).map_err(|why| Error::CertInvalid {
         path: path.to_owned(),
         why: format!("not a valid certificate: {why}"),
     })?;
@@ -348,7 +348,7 @@ fn issuer(path: &Path, key: KeyPair) -> Result<Issuer<'static, KeyPair>, Error> 
         why: format!("not a usable CA certificate: {why}"),
     };
     let der = first_cert(path)?;
-    let ca = crate::x509::parse(&der).map_err(invalid)?;
+    let ca = crate::pki::x509::parse(&der).map_err(invalid)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = ca.subject.to_distinguished_name().map_err(invalid)?;
     params.key_identifier_method = match ca.subject_key_id {

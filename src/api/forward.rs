@@ -15,15 +15,15 @@ use http::{HeaderValue, Request, StatusCode, header};
 use log::{debug, warn};
 use serde_json::{Value, json};
 
+use crate::api::dispatch::{Access, Proxy};
+use crate::api::json_fields::{self, Fields};
+use crate::api::reasoning::{self, Learned, Mend, ReasoningCache, Restored};
+use crate::api::sse::convert::{self, Aggregator};
+use crate::api::sse::parser::Event;
+use crate::api::sse::{self, Item, Parser, rewrite};
 use crate::api_error::ApiError;
 use crate::config::{Backend, ReasoningReplay, StreamMode};
-use crate::json_fields::{self, Fields};
-use crate::proxy::{Access, Proxy};
-use crate::reasoning::{self, Learned, Mend, ReasoningCache, Restored};
 use crate::server::{After, BodyStream, Headers, Responder, json_content_type};
-use crate::sse::convert::{self, Aggregator};
-use crate::sse::parser::Event;
-use crate::sse::{self, Item, Parser, rewrite};
 use crate::upstream::{self, UpstreamResponse};
 
 /// Largest backend body read whole (a non-streamed reply, or a stream being aggregated).

@@ -20,10 +20,10 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use log::debug;
 
+use crate::api::dispatch::Access;
 use crate::api_error::ApiError;
 use crate::cidr::Cidr;
 use crate::config::{Config, TunnelPolicy};
-use crate::proxy::Access;
 use crate::server::{After, Responder, Transport, Upgrade};
 
 pub struct Connect {

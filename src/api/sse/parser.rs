@@ -210,7 +210,7 @@ mod fuzz {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::sse::rewrite;
+    use crate::api::sse::rewrite;
 
     fn parse_chunks(input: &[u8], cuts: &[usize]) -> Vec<Item> {
         let mut parser = Parser::new();

@@ -9,8 +9,8 @@ use rustls::crypto::ring;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::certs::{self, CertPaths};
 use crate::error::Error;
+use crate::pki::certs::{self, CertPaths};
 
 /// Serves the current certificate to every client, whatever name it sent: clients that send no
 /// SNI (connecting by IP, some older Java stacks) still get the domain's chain, which carries IP

@@ -7,6 +7,12 @@
 //! into an error, and ignores `HTTPS_PROXY` and friends: the proxy's own environment must not
 //! silently reroute users' keys.
 
+pub mod coalesce;
+pub mod resolve;
+pub mod roots;
+pub mod route;
+pub mod tcp;
+
 use std::io;
 use std::time::Duration;
 
@@ -23,10 +29,10 @@ use ureq::unversioned::transport::{
 use ureq::{Agent, Body};
 
 use crate::api_error::ApiError;
-use crate::backend_tcp::{self, BackendTcpConnector};
-use crate::coalesce::CoalescingConnector;
 use crate::config::{Backend, Config, Timeouts};
-use crate::resolve::CachingResolver;
+use coalesce::CoalescingConnector;
+use resolve::CachingResolver;
+use tcp::BackendTcpConnector;
 
 pub type UpstreamResponse = http::Response<Body>;
 
@@ -97,7 +103,7 @@ impl Upstream {
     ///
     /// Sent a second time, on another connection, when the backend closed the pooled one it went
     /// out on without answering: a backend's keep-alive timeout can close it between our check
-    /// and our request (backend_tcp.rs), and it did not read the request.
+    /// and our request (tcp.rs), and it did not read the request.
     pub fn post_json(
         &self,
         backend: &Backend,
@@ -108,7 +114,7 @@ impl Upstream {
         let agent = self.own.get(&backend.name).unwrap_or(&self.shared);
         let request = self.request(backend, api_path, client_headers, &body)?;
         match agent.run(request) {
-            Err(e) if backend_tcp::is_stale(&e) => {
+            Err(e) if tcp::is_stale(&e) => {
                 debug!(
                     "backend={:?} closed a kept-alive connection as it was reused; sending again",
                     backend.name
@@ -195,7 +201,7 @@ fn agent(
         // zero-filled again on every request (17% of the instructions per request at 8 KiB).
         .input_buffer_size(10 * 1024)
         .output_buffer_size(8 * 1024);
-    config = config.tls_config(crate::roots::tls_config(extra_roots));
+    config = config.tls_config(crate::upstream::roots::tls_config(extra_roots));
     // ureq looks the name up before its pool, on every request: keep the answers (resolve.rs).
     Agent::with_parts(
         config.build(),
@@ -205,7 +211,7 @@ fn agent(
 }
 
 /// ureq's default chain (SOCKS, HTTP CONNECT proxy, TCP, rustls) with our TCP connection, whose
-/// liveness check is one system call (backend_tcp.rs), and small writes combined below TLS
+/// liveness check is one system call (tcp.rs), and small writes combined below TLS
 /// (coalesce.rs).
 fn connector() -> impl Connector {
     ().chain(SocksConnector::default())

@@ -10,17 +10,17 @@ use http::{HeaderValue, Method, Request, StatusCode, header};
 use log::info;
 use serde_json::{Value, json};
 
-use crate::access::AccessKeys;
+use crate::api::access_keys::AccessKeys;
+use crate::api::connect::Connect;
+use crate::api::forward::{self, Endpoint};
+use crate::api::reasoning::ReasoningCache;
 use crate::api_error::ApiError;
 use crate::config::Config;
-use crate::connect::Connect;
-use crate::forward::{self, Endpoint};
 use crate::logging::Field;
 use crate::metrics::{Metrics, Observation};
-use crate::reasoning::ReasoningCache;
-use crate::route::{Bulkheads, Router};
 use crate::server::{After, Handler, Headers, Responder, json_content_type};
 use crate::upstream::Upstream;
+use crate::upstream::route::{Bulkheads, Router};
 
 /// What lives as long as the process and is shared by every configuration a reload brings.
 pub struct Shared {

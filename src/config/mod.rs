@@ -5,6 +5,8 @@
 //! the original allowed it), then [`Config::from_yaml`] checks each entry and collects *all* problems,
 //! each naming the entry and field, instead of stopping at the first. A `Config` that exists is valid.
 
+pub mod edit;
+
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use http::Request;
 use log::{error, info, warn};
 
+use crate::api::Proxy;
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::error::Error;
-use crate::proxy::Proxy;
+use crate::pki::tls::CertResolver;
 use crate::serve;
 use crate::server::{After, Handler, Responder};
-use crate::tls::CertResolver;
 
 pub struct Live {
     args: ServeArgs,
