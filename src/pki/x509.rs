@@ -444,7 +444,7 @@ mod tests {
     fn reads_the_original_python_ca_as_a_full_parser_does() {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
-        let pem = include_bytes!("../tests/fixtures/original-ca/ca.crt");
+        let pem = include_bytes!("../../tests/fixtures/original-ca/ca.crt");
         let der = CertificateDer::from_pem_slice(pem).unwrap();
         let ours = parse(&der).unwrap();
         let (_, theirs) = x509_parser::parse_x509_certificate(&der).unwrap();
