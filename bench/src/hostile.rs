@@ -281,6 +281,16 @@ fn many_streams(target: &Target, count: usize, events: u64, pace_ms: u64) -> Str
     )
 }
 
+/// `count` 4 s streams started at once against trae-proxy, then nginx.
+pub fn burst(ours: &Target, nginx: Option<&Target>, count: usize, pace_ms: u64) {
+    let events = 4000 / pace_ms.max(1);
+    println!("trae-proxy: {}", many_streams(ours, count, events, pace_ms));
+    if let Some(n) = nginx {
+        std::thread::sleep(Duration::from_secs(2));
+        println!("nginx:      {}", many_streams(n, count, events, pace_ms));
+    }
+}
+
 /// Runs every scenario against trae-proxy, then nginx, and prints the table.
 pub fn run(ours: &Target, our_pid: u32, nginx: Option<(&Target, u32)>, machine: &str) {
     let targets: Vec<(&str, &Target, Vec<u32>)> =

@@ -107,6 +107,12 @@ fn main() {
         .as_ref()
         .map(|n| procs::family(n.child.id()))
         .unwrap_or_default();
+    if let Some(w) = args.windows(3).find(|w| w[0] == "--burst") {
+        // `--burst N PACE_MS`: only N streams started at once, against both (for profiling).
+        let (n, pace) = (w[1].parse().unwrap_or(256), w[2].parse().unwrap_or(20));
+        hostile::burst(&ours, theirs.as_ref(), n, pace);
+        return;
+    }
     if args.iter().any(|a| a == "--hostile") {
         hostile::run(
             &ours,
