@@ -1,7 +1,8 @@
-//! The running configuration, and replacing it on SIGHUP. A reload reads the config file again,
-//! brings the certificates up to date and builds a new router and upstream agents; only when all
-//! of that succeeded does it swap them in. New requests then use the new configuration; requests
-//! in flight (streams included) finish with the one they started with. A config or certificate
+//! The running configuration: loading it (the file, the command line's overrides, the
+//! certificates) and replacing it on SIGHUP. A reload reads the config file again, brings the
+//! certificates up to date and builds a new router and upstream agents; only when all of that
+//! succeeded does it swap them in. New requests then use the new configuration; requests in
+//! flight (streams included) finish with the one they started with. A config or certificate
 //! that fails is logged and the running configuration stays.
 //!
 //! Settings of the listener and the worker pool (`server.port`, `bind`, `workers`, connection
@@ -13,13 +14,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use http::Request;
 use log::{error, info, warn};
+use rustls::sign::CertifiedKey;
 
 use crate::api::Proxy;
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::error::Error;
-use crate::pki::tls::CertResolver;
-use crate::serve;
+use crate::pki::certs::{self, CertPaths, LeafReason};
+use crate::pki::tls::{self, CertResolver};
 use crate::server::{After, Handler, Responder};
 
 pub struct Live {
@@ -57,11 +59,11 @@ impl Live {
     }
 
     fn try_reload(&self) -> Result<(), Error> {
-        let config = serve::load_config(&self.args)?;
-        let key = serve::certified_key(&config)?;
+        let config = load_config(&self.args)?;
+        let key = certified_key(&config)?;
         let running = Arc::clone(&self.proxy.read().unwrap_or_else(|p| p.into_inner()));
         let proxy = Arc::new(Proxy::new(&config, Arc::clone(&running.shared)));
-        serve::warn_about(&config);
+        warn_about(&config);
 
         self.resolver.replace(key);
         *self.proxy.write().unwrap_or_else(|p| p.into_inner()) = proxy;
@@ -100,7 +102,7 @@ impl Live {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        match serve::certified_key(&config) {
+        match certified_key(&config) {
             Ok(key) => self.resolver.replace(key),
             Err(e) => error!("certificate check failed; the current certificate stays: {e}"),
         }
@@ -155,4 +157,67 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         }
     }
     changed
+}
+
+/// The config file with the command line's overrides applied.
+pub fn load_config(args: &ServeArgs) -> Result<Config, Error> {
+    let mut config = Config::load(&args.config)?;
+    if let Some(port) = args.port {
+        config.server.port = port;
+    }
+    if let Some(bind) = args.bind {
+        config.server.bind = bind;
+    }
+    Ok(config)
+}
+
+/// Creates what is missing or stale in the certificate folder, then loads the chain to serve.
+pub fn certified_key(config: &Config) -> Result<CertifiedKey, Error> {
+    let paths = CertPaths::new(&config.cert_dir, &config.domain);
+    let names: Vec<String> = std::iter::once(config.domain.clone())
+        .chain(config.extra_domains.iter().cloned())
+        .collect();
+    let created = certs::ensure(&paths, &names)?;
+    if created.ca {
+        warn!(
+            "created a new CA in {}: clients must trust {} (see the README, \"Trust the CA\")",
+            config.cert_dir.display(),
+            paths.ca_cert.display()
+        );
+    }
+    match &created.leaf {
+        None => {}
+        Some(LeafReason::Missing) => info!(
+            "issued a certificate for {} in {}",
+            names.join(", "),
+            paths.leaf_cert.display()
+        ),
+        // Replacing a leaf clients have seen is worth the operator's attention.
+        Some(reason) => warn!(
+            "issued a new certificate for {} in {}: {reason}",
+            names.join(", "),
+            paths.leaf_cert.display()
+        ),
+    }
+    if let Ok(ca) = certs::read_info(&paths.ca_cert) {
+        let left = ca.days_left();
+        if left < certs::CA_WARN_WITHIN.whole_days() {
+            warn!(
+                "the CA {} expires in {left} days; create a new one with `trae-proxy certs new-ca` \
+                 and have every client trust it before then",
+                paths.ca_cert.display()
+            );
+        }
+    }
+    for warning in certs::warnings(&paths) {
+        warn!("{warning}");
+    }
+    tls::load_certified_key(&paths)
+}
+
+/// Configurations that work but are probably not what the operator wants.
+pub fn warn_about(config: &Config) {
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
 }

@@ -17,8 +17,9 @@ const BUCKETS: [f64; 14] = [
 pub struct Metrics {
     /// Open client connections, idle ones included (the server's connection slots).
     pub connections: Arc<AtomicUsize>,
-    /// Request bodies held in memory (the server's budget), once the server has one.
-    pub body_budget: std::sync::OnceLock<crate::server::BodyBudget>,
+    /// Reads the bytes of request bodies held in memory (the server's budget), once the
+    /// server has one; a reader rather than the budget so this file needs nothing above it.
+    pub buffered_body_bytes: std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
     in_flight: AtomicUsize,
     failovers: AtomicU64,
     inner: Mutex<Tables>,
@@ -171,7 +172,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "trae_proxy_buffered_body_bytes {}",
-            self.body_budget.get().map_or(0, |b| b.used())
+            self.buffered_body_bytes.get().map_or(0, |read| read())
         );
         header(
             &mut out,

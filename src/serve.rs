@@ -1,11 +1,10 @@
 //! `trae-proxy serve`: load the config, bind, make sure certificates exist, and serve until a
-//! stop signal; SIGHUP reloads (`reload.rs`).
+//! stop signal; SIGHUP reloads (`live.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use log::{info, warn};
-use rustls::sign::CertifiedKey;
 
 use crate::admin;
 use crate::api::reasoning::ReasoningCache;
@@ -13,10 +12,9 @@ use crate::api::{Proxy, Shared};
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::error::Error;
-use crate::live::Live;
+use crate::live::{self, Live};
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::pki::certs::{self, CertPaths, LeafReason};
 use crate::pki::tls::{self, CertResolver};
 use crate::server::Lifecycle;
 use crate::server::{self, Settings};
@@ -31,7 +29,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     // Before any thread starts (glibc builds only; see thread_cache::limit_arenas): a burst of
     // workers otherwise leaves its freed memory spread over up to eight arenas per core.
     thread_cache::limit_arenas(SYSTEM_ARENAS);
-    let mut config = load_config(args)?;
+    let mut config = live::load_config(args)?;
     logging::init(config.server.debug);
     fit_open_files(&mut config);
     // Bind first: without privilege for port 443 this is the likeliest first-run failure, and
@@ -44,9 +42,9 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         None => None,
     };
 
-    let resolver = Arc::new(CertResolver::new(certified_key(&config)?));
+    let resolver = Arc::new(CertResolver::new(live::certified_key(&config)?));
     let tls_config = tls::server_config(Arc::clone(&resolver))?;
-    warn_about(&config);
+    live::warn_about(&config);
     let metrics = Arc::new(Metrics::default());
     let mut listening = vec![bound];
     if let Some(addr) = config.server.admin_bind {
@@ -74,7 +72,10 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     );
 
     let body_budget = server::BodyBudget::new(config.server.max_buffered_body_bytes);
-    let _ = metrics.body_budget.set(body_budget.clone());
+    let reader = body_budget.clone();
+    let _ = metrics
+        .buffered_body_bytes
+        .set(Box::new(move || reader.used()));
     let settings = Settings {
         workers: config.server.workers,
         max_connections: config.server.max_connections,
@@ -130,68 +131,5 @@ fn fit_open_files(config: &mut Config) {
             2 * wanted + MARGIN
         );
         config.server.max_connections = usize::try_from(fits).unwrap_or(usize::MAX);
-    }
-}
-
-/// The config file with the command line's overrides applied.
-pub fn load_config(args: &ServeArgs) -> Result<Config, Error> {
-    let mut config = Config::load(&args.config)?;
-    if let Some(port) = args.port {
-        config.server.port = port;
-    }
-    if let Some(bind) = args.bind {
-        config.server.bind = bind;
-    }
-    Ok(config)
-}
-
-/// Creates what is missing or stale in the certificate folder, then loads the chain to serve.
-pub fn certified_key(config: &Config) -> Result<CertifiedKey, Error> {
-    let paths = CertPaths::new(&config.cert_dir, &config.domain);
-    let names: Vec<String> = std::iter::once(config.domain.clone())
-        .chain(config.extra_domains.iter().cloned())
-        .collect();
-    let created = certs::ensure(&paths, &names)?;
-    if created.ca {
-        warn!(
-            "created a new CA in {}: clients must trust {} (see the README, \"Trust the CA\")",
-            config.cert_dir.display(),
-            paths.ca_cert.display()
-        );
-    }
-    match &created.leaf {
-        None => {}
-        Some(LeafReason::Missing) => info!(
-            "issued a certificate for {} in {}",
-            names.join(", "),
-            paths.leaf_cert.display()
-        ),
-        // Replacing a leaf clients have seen is worth the operator's attention.
-        Some(reason) => warn!(
-            "issued a new certificate for {} in {}: {reason}",
-            names.join(", "),
-            paths.leaf_cert.display()
-        ),
-    }
-    if let Ok(ca) = certs::read_info(&paths.ca_cert) {
-        let left = ca.days_left();
-        if left < certs::CA_WARN_WITHIN.whole_days() {
-            warn!(
-                "the CA {} expires in {left} days; create a new one with `trae-proxy certs new-ca` \
-                 and have every client trust it before then",
-                paths.ca_cert.display()
-            );
-        }
-    }
-    for warning in certs::warnings(&paths) {
-        warn!("{warning}");
-    }
-    tls::load_certified_key(&paths)
-}
-
-/// Configurations that work but are probably not what the operator wants.
-pub fn warn_about(config: &Config) {
-    for warning in config.warnings() {
-        warn!("{warning}");
     }
 }

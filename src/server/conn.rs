@@ -280,21 +280,6 @@ fn set_if_changed(
     Ok(())
 }
 
-/// Index just past the empty line that ends a request head (CRLF or bare LF line endings).
-pub fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(pos) = buf.get(i..)?.iter().position(|b| *b == b'\n') {
-        let nl = i + pos;
-        match buf.get(nl + 1..nl + 3) {
-            Some([b'\n', ..]) => return Some(nl + 2),
-            Some([b'\r', b'\n']) => return Some(nl + 3),
-            _ => {}
-        }
-        i = nl + 1;
-    }
-    None
-}
-
 /// One of the `server.max_connections` places; given back when the connection is dropped,
 /// wherever that happens.
 pub struct Slot(Arc<AtomicUsize>);
@@ -319,18 +304,6 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn head_end_with_crlf_and_bare_lf() {
-        assert_eq!(
-            find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY"),
-            Some(27)
-        );
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: a\n\nBODY"), Some(24));
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), None);
-        assert_eq!(find_head_end(b""), None);
-    }
 
     #[test]
     fn slots_are_bounded_and_returned() {

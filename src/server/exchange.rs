@@ -8,16 +8,8 @@ use std::net::SocketAddr;
 use http::Request;
 
 use super::intake::Complete;
-use super::respond::{After, Responder, raw_error};
+use super::respond::{After, Responder, Transport, raw_error};
 use crate::api_error::ApiError;
-
-/// Which listener a request came in on (`Responder::transport`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Tls,
-    /// The plain-HTTP listener (`server.http_bind`): base-URL clients and `CONNECT`.
-    Plain,
-}
 
 /// The application: answers one request through its responder.
 pub trait Handler: Send + Sync + 'static {

@@ -34,7 +34,6 @@ use http::{HeaderMap, Method, Request, Version, header};
 use ureq_proto::server::state::{ProvideResponse, RecvBody};
 use ureq_proto::server::{RecvRequestResult, Reply};
 
-use super::conn::find_head_end;
 use super::limits::{BodyBudget, Charge};
 use crate::api_error::ApiError;
 
@@ -281,6 +280,21 @@ fn read_body(r: &mut Receiving, buf: &mut Vec<u8>, limits: Limits<'_>) -> Result
     Ok(true)
 }
 
+/// Index just past the empty line that ends a request head (CRLF or bare LF line endings).
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(pos) = buf.get(i..)?.iter().position(|b| *b == b'\n') {
+        let nl = i + pos;
+        match buf.get(nl + 1..nl + 3) {
+            Some([b'\n', ..]) => return Some(nl + 2),
+            Some([b'\r', b'\n']) => return Some(nl + 3),
+            _ => {}
+        }
+        i = nl + 1;
+    }
+    None
+}
+
 fn finish(mut r: Receiving) -> Step {
     r.body.truncate(r.filled);
     match r.recv.proceed() {
@@ -364,6 +378,18 @@ fn wants_close(headers: &HeaderMap, http10: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_end_with_crlf_and_bare_lf() {
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY"),
+            Some(27)
+        );
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: a\n\nBODY"), Some(24));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), None);
+        assert_eq!(find_head_end(b""), None);
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -30,11 +30,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-pub use exchange::{Handler, Transport};
+pub use exchange::Handler;
 pub use lifecycle::Lifecycle;
 pub use limits::{BodyBudget, Clients};
 pub use parking::Listener;
-pub use respond::{After, BodyStream, Headers, Responder, Upgrade, json_content_type};
+pub use respond::{After, BodyStream, Headers, Responder, Transport, Upgrade, json_content_type};
 
 use crate::api_error::ApiError;
 use crate::config::Timeouts;

@@ -23,9 +23,9 @@ use log::{debug, error};
 
 use super::Lifecycle;
 use super::conn::{Conn, Writer};
-use super::exchange::Transport;
 use super::exchange::{self, Handler};
 use super::intake::{Limits, Step};
+use super::respond::Transport;
 use super::respond::{After, Upgrade};
 use super::{Settings, admit};
 

@@ -11,7 +11,6 @@ use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use ureq_proto::server::state::{ProvideResponse, SendBody};
 use ureq_proto::server::{Reply, SendResponseResult};
 
-use super::exchange::Transport;
 use crate::api_error::ApiError;
 
 /// Output buffer for ureq-proto's response head and complete bodies. Its chunk writer can end the
@@ -23,6 +22,14 @@ const OUT_BUF: usize = 4 * 1024;
 const CHUNK_FRAMING: usize = 32;
 
 pub type Headers = Vec<(HeaderName, HeaderValue)>;
+
+/// Which listener a request came in on (`Responder::transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tls,
+    /// The plain-HTTP listener (`server.http_bind`): base-URL clients and `CONNECT`.
+    Plain,
+}
 
 /// How the connection goes on after a response.
 #[derive(Debug)]
