@@ -17,13 +17,10 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// One constructor per error a client can get, so that each `code` has one wording; `new` is
+/// private to keep it that way.
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        kind: &'static str,
-        code: &'static str,
-        message: String,
-    ) -> Self {
+    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: String) -> Self {
         ApiError {
             status,
             kind,
@@ -32,21 +29,87 @@ impl ApiError {
         }
     }
 
-    pub fn invalid_request(code: &'static str, message: String) -> Self {
+    /// The body is not JSON, or not an object; `why` says which (with serde's position).
+    pub fn invalid_json(why: String) -> Self {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
-            code,
-            message,
+            "invalid_json",
+            why,
         )
     }
 
-    pub fn not_found(message: String) -> Self {
+    /// The body names no model; `available` lists the ones that would do.
+    pub fn missing_model(available: &str) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "missing_model",
+            format!("you must provide a model parameter; available models: {available}"),
+        )
+    }
+
+    /// The model is not configured (`POST` endpoints and `GET /v1/models/{id}` alike).
+    pub fn model_not_found(model: &str, available: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!(
+                "The model `{model}` is not configured on this proxy. Available models: {available}"
+            ),
+        )
+    }
+
+    /// A path this proxy does not serve.
+    pub fn unknown_url(method: &str, path: &str) -> Self {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             "not_found",
-            message,
+            format!("Invalid URL ({method} {path})"),
+        )
+    }
+
+    /// `access_keys` are set and the request's Bearer token is none of them.
+    pub fn invalid_api_key() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided: this proxy requires one of its access keys as a Bearer token"
+                .to_owned(),
+        )
+    }
+
+    /// A `CONNECT` the tunnel policy refuses; `why` names the setting that decided it.
+    pub fn tunnel_denied(why: String) -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            "tunnel_denied",
+            why,
+        )
+    }
+
+    /// A permitted `CONNECT` whose target could not be reached.
+    pub fn tunnel_unreachable(host: &str, port: u16) -> Self {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            "tunnel_unreachable",
+            format!("cannot reach {host}:{port}"),
+        )
+    }
+
+    /// What the mock backend answers in `--strict` mode to a message field OpenAI does not
+    /// define, as strict OpenAI-compatible servers (vLLM, LiteLLM) do.
+    pub fn extra_forbidden(what: String) -> Self {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_error",
+            "extra_forbidden",
+            what,
         )
     }
 

@@ -17,6 +17,8 @@
 //! at the top and among the small pieces at the bottom. Test code (`#[cfg(test)]` onwards) is
 //! not held to it.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

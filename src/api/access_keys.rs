@@ -2,7 +2,7 @@
 //! request must carry one of them as `Authorization: Bearer <key>`. Keys are compared in
 //! constant time, so response timing does not reveal how much of a guess was right.
 
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, header};
 
 use crate::api_error::ApiError;
 use crate::config::Secret;
@@ -31,13 +31,7 @@ impl AccessKeys {
         if matched {
             Ok(())
         } else {
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_request_error",
-                "invalid_api_key",
-                "Incorrect API key provided: this proxy requires one of its access keys as a Bearer token"
-                    .to_owned(),
-            ))
+            Err(ApiError::invalid_api_key())
         }
     }
 }
@@ -87,7 +81,7 @@ mod tests {
             "Basic alpha-key",
         ] {
             let err = keys.check(&headers(bad)).unwrap_err();
-            assert_eq!(err.status, StatusCode::UNAUTHORIZED, "{bad}");
+            assert_eq!(err.status, http::StatusCode::UNAUTHORIZED, "{bad}");
             assert_eq!(err.code, "invalid_api_key");
         }
         assert!(keys.check(&HeaderMap::new()).is_err());

@@ -17,10 +17,11 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use http::{Request, StatusCode};
+use http::Request;
 use log::debug;
 
-use crate::api::dispatch::Access;
+use crate::api::context::Ctx;
+use crate::api::reply;
 use crate::api_error::ApiError;
 use crate::cidr::Cidr;
 use crate::config::{Config, TunnelPolicy};
@@ -94,19 +95,19 @@ impl Connect {
         request: &Request<Vec<u8>>,
         peer: SocketAddr,
         responder: Responder<'_>,
-        access: &mut Access,
+        ctx: &mut Ctx,
     ) -> io::Result<After> {
         if responder.transport() != Transport::Plain {
             let e = ApiError::method_not_allowed("CONNECT", "this port (use server.http_bind)");
-            return access.error(responder, &e);
+            return reply::error(responder, ctx, &e);
         }
         let Some((host, port)) = target(request) else {
             let e = ApiError::malformed_http("CONNECT needs host:port");
-            return access.error(responder, &e);
+            return reply::error(responder, ctx, &e);
         };
-        access.backend = Some(format!("connect:{host}"));
+        ctx.backend = Some(format!("connect:{host}"));
         if self.names.iter().any(|n| n.eq_ignore_ascii_case(&host)) {
-            access.status = 200;
+            ctx.status = 200;
             return responder.connect_established(Upgrade::Intercept);
         }
         let allowed = match self.policy {
@@ -115,10 +116,10 @@ impl Connect {
             TunnelPolicy::Local => is_lan(peer.ip()),
         };
         if !allowed {
-            let e = denied(format!(
+            let e = ApiError::tunnel_denied(format!(
                 "tunnelling to {host} is not allowed from here (server.tunnel)"
             ));
-            return access.error(responder, &e);
+            return reply::error(responder, ctx, &e);
         }
         let addrs: Vec<SocketAddr> = (host.as_str(), port)
             .to_socket_addrs()
@@ -140,7 +141,7 @@ impl Connect {
             .collect();
         if let (true, Some((why, addr))) = (permitted.is_empty(), refusal) {
             debug!("{peer}: tunnel to {host}:{port} ({addr}) refused: {why:?}");
-            let e = denied(match why {
+            let e = ApiError::tunnel_denied(match why {
                 Refusal::Port => {
                     format!("tunnelling to port {port} is not allowed (server.tunnel_ports)")
                 }
@@ -151,7 +152,7 @@ impl Connect {
                     addr.ip()
                 ),
             });
-            return access.error(responder, &e);
+            return reply::error(responder, ctx, &e);
         }
         let upstream = permitted
             .iter()
@@ -159,17 +160,12 @@ impl Connect {
         match upstream {
             Some(stream) => {
                 debug!("{peer}: tunnel to {host}:{port}");
-                access.status = 200;
+                ctx.status = 200;
                 responder.connect_established(Upgrade::Tunnel(stream))
             }
             None => {
-                let e = ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "api_error",
-                    "tunnel_unreachable",
-                    format!("cannot reach {host}:{port}"),
-                );
-                access.error(responder, &e)
+                let e = ApiError::tunnel_unreachable(&host, port);
+                reply::error(responder, ctx, &e)
             }
         }
     }
@@ -182,15 +178,6 @@ fn target(request: &Request<Vec<u8>>) -> Option<(String, u16)> {
         authority.host().trim_matches(['[', ']']).to_owned(),
         authority.port_u16()?,
     ))
-}
-
-fn denied(message: String) -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "invalid_request_error",
-        "tunnel_denied",
-        message,
-    )
 }
 
 /// Loopback, private (RFC 1918), link-local and unique-local addresses: clients on the LAN.

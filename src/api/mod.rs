@@ -1,14 +1,31 @@
-//! What the proxy does with a request: dispatch by path, the model-bearing endpoints (route,
-//! rewrite, forward with failover, relay in the mode the client asked for), the model list,
-//! CONNECT, access keys, reasoning replay, and the JSON and SSE handling they share. It sits on
-//! the server layer (requests in, responses out) and the upstream layer (backends).
+//! What the proxy does with a request. Read it in the order a request runs:
+//!
+//! - [`dispatch`]: by method and path; the request's record ([`context`]) becomes its log line
+//!   and metrics when it is over;
+//! - [`forward`]: the model-bearing endpoints: the body read ([`request`]), routed, sent with
+//!   failover; [`relay`] answers the client in the mode the response and the client call for;
+//! - [`models`], [`connect`]: the model list, and `CONNECT`;
+//! - [`reply`]: whole replies and errors, written through the responder.
+//!
+//! Beside them: [`state`] (what a configuration builds, what outlives reloads), [`endpoint`],
+//! [`access_keys`], [`reasoning`] replay, [`usage`] counts, and the JSON ([`json_fields`]) and
+//! SSE ([`sse`]) handling. The layer sits on the server (requests in, responses out) and on
+//! upstream (backends).
 
 pub mod access_keys;
 pub mod connect;
+pub mod context;
 pub mod dispatch;
+pub mod endpoint;
 pub mod forward;
 pub mod json_fields;
+pub mod models;
 pub mod reasoning;
+pub mod relay;
+pub mod reply;
+pub mod request;
 pub mod sse;
+pub mod state;
+pub mod usage;
 
-pub use dispatch::{Proxy, Shared};
+pub use state::{Proxy, Shared};

@@ -129,22 +129,17 @@ impl Handler for Mock {
                 match serde_json::from_slice::<Value>(request.body()) {
                     Ok(body) if body.is_object() => body,
                     Ok(_) => {
-                        return responder.error(&ApiError::invalid_request(
-                            "invalid_json",
+                        return responder.error(&ApiError::invalid_json(
                             "request body must be a JSON object".to_owned(),
                         ));
                     }
                     Err(e) => {
-                        return responder
-                            .error(&ApiError::invalid_request("invalid_json", e.to_string()));
+                        return responder.error(&ApiError::invalid_json(e.to_string()));
                     }
                 }
             }
             _ => {
-                return responder.error(&ApiError::not_found(format!(
-                    "the mock does not serve {} {path}",
-                    request.method()
-                )));
+                return responder.error(&ApiError::unknown_url(request.method().as_str(), path));
             }
         };
         match path {
@@ -436,12 +431,9 @@ fn unknown_message_field(messages: &[Value]) -> Option<ApiError> {
             .as_object()?
             .keys()
             .find(|k| !MESSAGE_FIELDS.contains(&k.as_str()))?;
-        Some(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request_error",
-            "extra_forbidden",
-            format!("messages[{i}].{field}: extra inputs are not permitted (mock --strict)"),
-        ))
+        Some(ApiError::extra_forbidden(format!(
+            "messages[{i}].{field}: extra inputs are not permitted (mock --strict)"
+        )))
     })
 }
 

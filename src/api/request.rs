@@ -1,0 +1,132 @@
+//! The request's body: what the client asked for ([`Ask`]), read once, and the body as one
+//! backend gets it (its model id, `stream` as its `stream_mode` wants, the history mended for
+//! reasoning replay and quirks).
+
+use log::debug;
+use serde_json::{Value, json};
+
+use crate::api::endpoint::Endpoint;
+use crate::api::json_fields::{self, Fields};
+use crate::api::reasoning::{self, Mend, ReasoningCache, Restored};
+use crate::api::state::Proxy;
+use crate::api_error::ApiError;
+use crate::config::{Backend, StreamMode};
+
+/// What the client asked for, read before the body is rewritten.
+pub struct Ask {
+    /// The model id as the client sent it (and sees it in replies).
+    pub model: String,
+    /// The id routed by: `model` without a `strip_model_prefixes` prefix.
+    pub route: String,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// Parses the body: a JSON object with a `model`.
+pub fn parse<'a>(proxy: &Proxy, body: &'a [u8]) -> Result<(Fields<'a>, Ask), ApiError> {
+    let fields = Fields::parse(body).map_err(|e| {
+        // Tell "not JSON" (with serde's position) from "JSON, but not an object".
+        let deep = !json_fields::within_depth(body, json_fields::MAX_DEPTH);
+        ApiError::invalid_json(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) if !deep => "request body must be a JSON object".to_owned(),
+                _ => format!("request body is not valid JSON: {e}"),
+            },
+        )
+    })?;
+    let model = fields
+        .get("model")
+        .and_then(|m| serde_json::from_str::<String>(m).ok())
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::missing_model(&proxy.router.model_list()))?;
+    let include_usage = fields
+        .get("stream_options")
+        .and_then(|o| serde_json::from_str::<Value>(o).ok())
+        .is_some_and(|o| o["include_usage"] == Value::Bool(true));
+    let ask = Ask {
+        route: proxy.route_model(&model).to_owned(),
+        stream: fields.get("stream").is_some_and(|s| s.trim() == "true"),
+        include_usage,
+        model,
+    };
+    Ok((fields, ask))
+}
+
+/// How one backend is to get the request.
+pub struct Rewrite<'a> {
+    pub endpoint: Endpoint,
+    pub backend: &'a Backend,
+    pub reasoning: &'a ReasoningCache,
+    pub mend: Mend,
+}
+
+/// The body for one backend, with what the mending of its history did.
+pub fn upstream_body(
+    fields: &Fields<'_>,
+    ask: &Ask,
+    how: &Rewrite<'_>,
+) -> Result<(Vec<u8>, Restored), ApiError> {
+    let mut fields = fields.clone();
+    let backend = how.backend;
+    let mends_history = how.mend != Mend::Off || backend.null_content_with_tool_calls;
+    let restored = if how.endpoint == Endpoint::ChatCompletions && mends_history {
+        mend_history(&mut fields, how)?
+    } else {
+        Restored::default()
+    };
+    fields
+        .set("model", backend.target_for(&ask.route))
+        .map_err(encode_error)?;
+    let upstream_stream = match backend.stream_mode {
+        _ if !how.endpoint.converts_streams() => ask.stream,
+        StreamMode::Client => ask.stream,
+        StreamMode::ForceStream => true,
+        StreamMode::ForceNonStream => false,
+    };
+    if upstream_stream != ask.stream {
+        fields
+            .set("stream", &upstream_stream)
+            .map_err(encode_error)?;
+        if upstream_stream {
+            // Aggregating for a non-streaming client needs usage in the stream.
+            fields
+                .set("stream_options", &json!({"include_usage": true}))
+                .map_err(encode_error)?;
+        } else {
+            // Backends reject stream_options on non-streaming requests.
+            fields.remove("stream_options");
+        }
+    }
+    Ok((fields.to_vec(), restored))
+}
+
+/// Reasoning replayed into (or taken out of) the history's tool-call turns, and empty content
+/// beside tool calls made `null` where the backend wants that.
+fn mend_history(fields: &mut Fields<'_>, how: &Rewrite<'_>) -> Result<Restored, ApiError> {
+    let backend = how.backend;
+    // Only histories with tool calls need it; the rest is copied as it came.
+    let raw = fields
+        .get("messages")
+        .filter(|m| m.contains("\"tool_calls\""));
+    let Some(mut messages) = raw.and_then(|m| serde_json::from_str::<Vec<Value>>(m).ok()) else {
+        return Ok(Restored::default());
+    };
+    let restored = how
+        .reasoning
+        .restore(&mut messages, &backend.name, how.mend);
+    if restored.added() {
+        debug!(
+            "backend={:?}: reasoning_content replayed into {} turn(s), fallback for {}",
+            backend.name, restored.replayed, restored.fell_back
+        );
+    }
+    if backend.null_content_with_tool_calls {
+        reasoning::null_empty_content_with_tool_calls(&mut messages);
+    }
+    fields.set("messages", &messages).map_err(encode_error)?;
+    Ok(restored)
+}
+
+fn encode_error(e: serde_json::Error) -> ApiError {
+    ApiError::internal(&format!("cannot encode the request: {e}"))
+}
