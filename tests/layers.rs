@@ -16,6 +16,9 @@
 //! Peers in one layer do not import each other (server/, upstream/ and pki/ stay apart), except
 //! at the top and among the small pieces at the bottom. Test code (`#[cfg(test)]` onwards) is
 //! not held to it.
+//!
+//! The same reading checks the shape of the request path (api/, server/, upstream/): no
+//! function longer than 80 lines or taking more than 5 parameters.
 
 #![allow(clippy::unwrap_used)]
 
@@ -294,4 +297,125 @@ fn the_checker_reads_paths_as_written() {
         1,
         "super::super:: is one path"
     );
+}
+
+/// Folders on the request path, where a function must fit on a screen.
+const REQUEST_PATH: &[&str] = &["api", "server", "upstream"];
+const MAX_FN_LINES: usize = 80;
+const MAX_FN_PARAMS: usize = 5;
+
+/// Each function in `code` (as [`code`] returns it): its name, first line, length in lines and
+/// number of parameters (`self` not counted). Reads rustfmt's layout: a body ends at the first
+/// line that is the signature's indentation and `}`.
+fn functions(code: &str) -> Vec<(String, usize, usize, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let after_vis = trimmed
+            .strip_prefix("pub ")
+            .or_else(|| trimmed.strip_prefix("pub(crate) "))
+            .or_else(|| trimmed.strip_prefix("pub(super) "))
+            .unwrap_or(trimmed);
+        let Some(rest) = after_vis.strip_prefix("fn ") else {
+            i += 1;
+            continue;
+        };
+        let name: String = rest.chars().take_while(|c| is_ident(*c)).collect();
+        let mut signature = String::new();
+        let mut end = i;
+        while end < lines.len() {
+            signature.push_str(lines[end]);
+            let t = lines[end].trim_end();
+            if t.ends_with('{') || t.ends_with(';') || t.ends_with("{}") {
+                break;
+            }
+            end += 1;
+        }
+        let tail = signature.trim_end();
+        if tail.ends_with(';') || tail.ends_with("{}") {
+            // A declaration, or a body on one line.
+            if tail.ends_with("{}") {
+                out.push((name, i + 1, end - i + 1, count_params(&signature)));
+            }
+            i = end + 1;
+            continue;
+        }
+        let params = count_params(&signature);
+        let close = format!("{indent}}}");
+        let last = (end + 1..lines.len())
+            .find(|&k| lines[k].trim_end() == close)
+            .unwrap_or(lines.len() - 1);
+        out.push((name, i + 1, last - i + 1, params));
+        i = end + 1;
+    }
+    out
+}
+
+/// Parameters between the first `(` after the name and its `)`, `self` not counted.
+fn count_params(signature: &str) -> usize {
+    let Some(open) = signature.find('(') else {
+        return 0;
+    };
+    let mut depth = 0;
+    let mut params = Vec::new();
+    let mut current = String::new();
+    for c in signature[open + 1..].chars() {
+        match c {
+            '(' | '[' | '<' | '{' => depth += 1,
+            ')' | ']' | '>' | '}' if depth == 0 => break,
+            ')' | ']' | '>' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                params.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    params.push(current);
+    params
+        .iter()
+        .filter(|p| {
+            let binding = p.split(':').next().unwrap_or_default();
+            !p.trim().is_empty() && binding.split_whitespace().last() != Some("self")
+        })
+        .count()
+}
+
+#[test]
+fn request_path_functions_fit_on_a_screen() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (module, path) in modules(&src) {
+        if !REQUEST_PATH.contains(&top(&module)) {
+            continue;
+        }
+        for (name, line, length, params) in functions(&code(&path)) {
+            checked += 1;
+            if length > MAX_FN_LINES || params > MAX_FN_PARAMS {
+                problems.push(format!(
+                    "{}:{line}: fn {name}: {length} lines, {params} parameters \
+                     (at most {MAX_FN_LINES} and {MAX_FN_PARAMS})",
+                    path.display()
+                ));
+            }
+        }
+    }
+    // The reader must have found the request path's functions, not nothing.
+    assert!(checked > 200, "only {checked} functions found");
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn the_function_reader_counts_lines_and_parameters() {
+    let code = "impl X {\n    pub fn a(&'a mut self, b: u8,\n        c: Vec<(u8, u8)>) -> u8 {\n        1\n    }\n}\nfn d() {}\nfn e(\n    f: u8,\n) {\n    g();\n}\n";
+    let found = functions(code);
+    assert_eq!(found[0], ("a".to_owned(), 2, 4, 2));
+    assert_eq!(found[1].0, "d");
+    assert_eq!(found[2], ("e".to_owned(), 8, 5, 1));
 }

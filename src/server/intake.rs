@@ -134,106 +134,106 @@ enum Begun {
 
 /// Parses a complete head at the front of `buf` (`NeedMore` while there is none) and checks it.
 fn begin(buf: &mut Vec<u8>, limits: Limits<'_>, out: &mut Vec<u8>) -> Begun {
-    let reject = |e| Begun::Done(Step::Reject(e));
-    match find_head_end(buf) {
-        None if buf.len() > super::MAX_HEAD_BYTES => {
-            return reject(ApiError::header_too_large(super::MAX_HEAD_BYTES));
-        }
-        None => return Begun::Done(Step::NeedMore),
-        Some(end) if end > super::MAX_HEAD_BYTES => {
-            return reject(ApiError::header_too_large(super::MAX_HEAD_BYTES));
-        }
-        Some(_) => {}
-    }
-    let Ok(mut reply) = Reply::new() else {
-        return reject(ApiError::internal("cannot start a request"));
+    let too_large = || {
+        Begun::Done(Step::Reject(ApiError::header_too_large(
+            super::MAX_HEAD_BYTES,
+        )))
     };
+    match find_head_end(buf) {
+        None if buf.len() > super::MAX_HEAD_BYTES => too_large(),
+        None => Begun::Done(Step::NeedMore),
+        Some(end) if end > super::MAX_HEAD_BYTES => too_large(),
+        Some(_) => start(buf, limits, out).unwrap_or_else(|e| Begun::Done(Step::Reject(e))),
+    }
+}
+
+/// The head parsed from `buf` (a complete one is there) and checked; then either a request
+/// without a body, ready, or one whose body is to be received.
+fn start(buf: &mut Vec<u8>, limits: Limits<'_>, out: &mut Vec<u8>) -> Result<Begun, ApiError> {
+    let malformed = |why: &str| ApiError::malformed_http(why);
+    let mut reply = Reply::new().map_err(|_| ApiError::internal("cannot start a request"))?;
     let (used, head) = match reply.try_request(buf) {
         Ok((used, Some(head))) => (used, head),
-        Ok((_, None)) => return reject(ApiError::malformed_http("incomplete request head")),
+        Ok((_, None)) => return Err(malformed("incomplete request head")),
         Err(ureq_proto::Error::HttpParseTooManyHeaders) => {
-            return reject(ApiError::header_too_large(super::MAX_HEAD_BYTES));
+            return Err(ApiError::header_too_large(super::MAX_HEAD_BYTES));
         }
-        Err(e) => return reject(ApiError::malformed_http(&e.to_string())),
+        Err(e) => return Err(malformed(&e.to_string())),
     };
     buf.drain(..used);
-    let http10 = head.version() == Version::HTTP_10;
-    if let Err(why) = check_host(head.headers(), http10) {
-        return reject(ApiError::malformed_http(why));
+    let (head, ()) = head.into_parts();
+    let http10 = head.version == Version::HTTP_10;
+    check_host(&head.headers, http10).map_err(malformed)?;
+    let framing = Framing::of(&head.headers).map_err(malformed)?;
+    if matches!(framing, Framing::Length(len) if len > limits.max_body) {
+        return Err(ApiError::body_too_large(limits.max_body));
     }
-    let framing = match Framing::of(head.headers()) {
-        Ok(f) => f,
-        Err(why) => return reject(ApiError::malformed_http(why)),
-    };
-    if let Framing::Length(len) = framing {
-        if len > limits.max_body {
-            return reject(ApiError::body_too_large(limits.max_body));
-        }
-    }
-    let mut close = wants_close(head.headers(), http10);
-    let head_only = head.method() == Method::HEAD;
+    let close = wants_close(&head.headers, http10);
     let recv = match reply.proceed() {
-        None => return reject(ApiError::malformed_http("incomplete request head")),
+        None => return Err(malformed("incomplete request head")),
         Some(RecvRequestResult::ProvideResponse(reply)) => {
-            if framing != Framing::None {
-                // A body on a method that takes none: it is not read, so the connection cannot
-                // be reused.
-                close = true;
-            }
-            let (head, ()) = head.into_parts();
-            return Begun::Done(Step::Ready(Box::new(Complete {
+            return Ok(Begun::Done(Step::Ready(Box::new(Complete {
+                head_only: head.method == Method::HEAD,
                 request: Request::from_parts(head, Vec::new()),
                 reply,
                 http10,
-                close,
-                head_only,
+                // A body on a method that takes none is not read, so the connection cannot be
+                // reused.
+                close: close || framing != Framing::None,
                 charge: None,
-            })));
+            }))));
         }
         Some(RecvRequestResult::Send100(s)) => {
             let mut bytes = [0u8; 64];
-            match s.accept(&mut bytes) {
-                Ok((n, recv)) => {
-                    out.extend_from_slice(bytes.get(..n).unwrap_or_default());
-                    recv
-                }
-                Err(e) => return reject(ApiError::malformed_http(&e.to_string())),
-            }
+            let (n, recv) = s
+                .accept(&mut bytes)
+                .map_err(|e| malformed(&e.to_string()))?;
+            out.extend_from_slice(bytes.get(..n).unwrap_or_default());
+            recv
         }
         Some(RecvRequestResult::RecvBody(recv)) => recv,
     };
-    let mut recv = recv;
+    let mut receiving = receive(head, recv, framing, limits)?;
+    receiving.http10 = http10;
+    receiving.close = close;
+    Ok(Begun::Body(receiving))
+}
+
+/// Ready to receive a body: a first buffer sized from its framing, charged to the budget.
+fn receive(
+    head: http::request::Parts,
+    mut recv: Reply<RecvBody>,
+    framing: Framing,
+    limits: Limits<'_>,
+) -> Result<Box<Receiving>, ApiError> {
     if framing == Framing::None {
         // See the module doc: ureq-proto would wait for chunks that never come.
         if recv.read(b"0\r\n\r\n", &mut [0u8; 8]).is_err() {
-            return reject(ApiError::malformed_http("request body framing"));
+            return Err(ApiError::malformed_http("request body framing"));
         }
     }
     let limit = usize::try_from(limits.max_body)
         .unwrap_or(usize::MAX)
         .saturating_add(1);
     let first = match framing {
-        // At most max_body, checked above.
+        // At most max_body, checked before.
         Framing::Length(n) => usize::try_from(n).unwrap_or(0),
         Framing::Chunked => FIRST_CHUNKED,
         Framing::None => 0,
     };
     let size = first.clamp(1, limit);
-    let Some(charge) = limits.budget.charge(2 * size as u64) else {
-        return reject(ApiError::server_busy(
-            "request bodies held in memory are at server.max_buffered_body_bytes",
-        ));
-    };
-    let (head, ()) = head.into_parts();
-    Begun::Body(Box::new(Receiving {
+    let charge = limits.budget.charge(2 * size as u64).ok_or_else(|| {
+        ApiError::server_busy("request bodies held in memory are at server.max_buffered_body_bytes")
+    })?;
+    Ok(Box::new(Receiving {
         head,
         recv,
         body: vec![0u8; size],
         filled: 0,
         limit,
         max_body: limits.max_body,
-        http10,
-        close,
+        http10: false,
+        close: false,
         charge: Some(charge),
         started: Instant::now(),
     }))

@@ -459,11 +459,8 @@ fn expiring_leaf_is_renewed_while_running_and_an_old_ca_is_warned_about() {
     let mock = Mock::start();
     let yaml = config_yaml(&mock.url(), &standard_apis(), "  cert_check_interval: 1\n");
     let proxy = Proxy::start_in(dir, &yaml, &[]);
-    assert!(
-        proxy.log().contains("expires in 29 days"),
-        "{}",
-        proxy.log()
-    );
+    let log = proxy.wait_for_log("expires in 29 days");
+    assert!(log.contains("expires in 29 days"), "{log}");
 
     // Replace the leaf on disk with one that expires in 5 days: the running proxy renews it.
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).unwrap();

@@ -137,11 +137,8 @@ fn after_a_restart_a_thinking_backend_is_learned_from_its_error_and_the_fallback
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(mock.requests().len(), 3);
-    assert!(
-        proxy.log().contains("needs reasoning_content"),
-        "{}",
-        proxy.log()
-    );
+    let log = proxy.wait_for_log("needs reasoning_content");
+    assert!(log.contains("needs reasoning_content"), "{log}");
 
     // Configured as thinking (reasoning_replay: true): mended from the first request.
     let mock = Mock::start();
@@ -249,11 +246,8 @@ fn a_backend_that_returns_reasoning_but_rejects_it_back_is_learned_and_served() 
         );
         assert!(String::from_utf8_lossy(&sent[1].body).contains("reasoning_content"));
         assert!(!String::from_utf8_lossy(&sent[2].body).contains("reasoning_content"));
-        assert!(
-            proxy.log().contains("rejects reasoning_content"),
-            "{}",
-            proxy.log()
-        );
+        let log = proxy.wait_for_log("rejects reasoning_content");
+        assert!(log.contains("rejects reasoning_content"), "{log}");
     }
 }
 

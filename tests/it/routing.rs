@@ -82,11 +82,8 @@ fn failover_past_refused_and_500_backends_then_skip_them_while_cooling() {
         "the failed backend is skipped while cooling"
     );
     assert_eq!(good.requests().len(), 6);
-    assert!(
-        proxy.log().contains("cooling down for 60s"),
-        "{}",
-        proxy.log()
-    );
+    let log = proxy.wait_for_log("cooling down for 60s");
+    assert!(log.contains("cooling down for 60s"), "{log}");
 }
 
 #[test]
@@ -422,11 +419,8 @@ fn extra_domains_are_in_the_certificate_and_an_old_leaf_is_reissued_for_them() {
         "domain: api.openai.com\ndomains: [api.deepseek.com, openrouter.ai]",
     );
     let proxy = Proxy::start_in(dir, &yaml, &[]);
-    assert!(
-        proxy.log().contains("did not cover api.deepseek.com"),
-        "{}",
-        proxy.log()
-    );
+    let log = proxy.wait_for_log("did not cover api.deepseek.com");
+    assert!(log.contains("did not cover api.deepseek.com"), "{log}");
     assert_eq!(
         std::fs::read(proxy.dir().join("ca/ca.crt")).unwrap(),
         ca_before

@@ -259,50 +259,8 @@ pub fn synthesize(reply: &Value, client_model: &str, include_usage: bool) -> Vec
         .flatten()
     {
         let index = choice.get("index").cloned().unwrap_or(json!(0));
-        let empty = Map::new();
-        let message = choice
-            .get("message")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
-        let role = message.get("role").cloned().unwrap_or(json!("assistant"));
-        chunks.push(delta_chunk(
-            &index,
-            json!({"role": role, "content": ""}),
-            Value::Null,
-        ));
-        if let Some(r) = message.get("reasoning_content").and_then(Value::as_str) {
-            if !r.is_empty() {
-                chunks.push(delta_chunk(
-                    &index,
-                    json!({"reasoning_content": r}),
-                    Value::Null,
-                ));
-            }
-        }
-        if let Some(c) = message.get("content").and_then(Value::as_str) {
-            if !c.is_empty() {
-                chunks.push(delta_chunk(&index, json!({"content": c}), Value::Null));
-            }
-        }
-        if let Some(r) = message.get("refusal").and_then(Value::as_str) {
-            chunks.push(delta_chunk(&index, json!({"refusal": r}), Value::Null));
-        }
-        for (i, call) in message
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let mut call = call.clone();
-            if let Some(obj) = call.as_object_mut() {
-                obj.insert("index".into(), json!(i));
-            }
-            chunks.push(delta_chunk(
-                &index,
-                json!({"tool_calls": [call]}),
-                Value::Null,
-            ));
+        for delta in deltas(choice) {
+            chunks.push(delta_chunk(&index, delta, Value::Null));
         }
         let finish = choice
             .get("finish_reason")
@@ -320,6 +278,37 @@ pub fn synthesize(reply: &Value, client_model: &str, include_usage: bool) -> Vec
         }
     }
     chunks
+}
+
+/// The deltas one choice's message streams as: its role, then reasoning, content, refusal, and
+/// one per tool call (numbered as a streaming backend numbers them).
+fn deltas(choice: &Value) -> Vec<Value> {
+    let empty = Map::new();
+    let message = choice
+        .get("message")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let text = |name: &str| message.get(name).and_then(Value::as_str);
+    let role = message.get("role").cloned().unwrap_or(json!("assistant"));
+    let mut out = vec![json!({"role": role, "content": ""})];
+    if let Some(r) = text("reasoning_content").filter(|r| !r.is_empty()) {
+        out.push(json!({"reasoning_content": r}));
+    }
+    if let Some(c) = text("content").filter(|c| !c.is_empty()) {
+        out.push(json!({"content": c}));
+    }
+    if let Some(r) = text("refusal") {
+        out.push(json!({"refusal": r}));
+    }
+    let calls = message.get("tool_calls").and_then(Value::as_array);
+    for (i, call) in calls.into_iter().flatten().enumerate() {
+        let mut call = call.clone();
+        if let Some(obj) = call.as_object_mut() {
+            obj.insert("index".into(), json!(i));
+        }
+        out.push(json!({"tool_calls": [call]}));
+    }
+    out
 }
 
 #[cfg(test)]
