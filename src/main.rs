@@ -36,10 +36,6 @@ use cli::{Cli, Command};
 #[global_allocator]
 static ALLOCATOR: thread_cache::ThreadCache = thread_cache::ThreadCache;
 
-// On x86_64 musl, memcpy and memmove come from fast-memcpy/ instead of libc: musl's copy every
-// size with a string instruction, 17% of the static build's CPU per request. Linked, not called.
-use fast_memcpy as _;
-
 /// Exit code for a command line that could not be parsed (0 and 1 are success and failure).
 const EXIT_USAGE: u8 = 2;
 

@@ -5,8 +5,8 @@
 //! so a typical chat request leaves in one write.
 //!
 //! A layer in ureq's connector chain over whatever connection the layers before made (TCP, or a
-//! proxy's), below TLS: ureq's connector chains are part of its `unversioned` API, pinned by
-//! Cargo.lock.
+//! proxy's), below TLS: ureq's connector chains are part of its `unversioned` API, which is
+//! why Cargo.toml takes ureq 3.5.x only (a tilde requirement).
 
 use ureq::Error;
 use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, NextTimeout, Transport};
