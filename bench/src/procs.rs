@@ -153,12 +153,20 @@ pub fn proxy_config(dir: &Path, port: u16, backend: u16) {
 
 pub fn start_proxy(binary: &Path, dir: &Path, port: u16) -> Server {
     let started = Instant::now();
+    // BENCH_PROXY_LOG=FILE keeps the proxy's log (info level) for a look at what a run did.
+    let (level, log) = match std::env::var_os("BENCH_PROXY_LOG") {
+        Some(path) => (
+            "info",
+            std::fs::File::create(path).map_or(Stdio::null(), Stdio::from),
+        ),
+        None => ("warn", Stdio::null()),
+    };
     let mut child = Command::new(binary)
         .args(["serve", "--config"])
         .arg(dir.join("config.yaml"))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", level)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start trae-proxy");
     let startup = wait_serving(&mut child, port, &dir.join("ca/ca.crt"), started);
