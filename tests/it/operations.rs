@@ -337,9 +337,14 @@ fn memory_goes_back_after_a_burst_of_concurrent_streams() {
             std::thread::spawn(move || roundtrip(port, &ca, &request).complete)
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(800));
-    let (threads_during, _) = threads_and_fds(proxy.pid());
-    let during = rss_kib(proxy.pid());
+    // Sampled until the last client is done, not at one moment: 128 handshakes take a debug
+    // build on a slow CI machine (or qemu) longer than any fixed wait.
+    let (mut threads_during, mut during) = (0, 0);
+    while clients.iter().any(|c| !c.is_finished()) {
+        threads_during = threads_during.max(threads_and_fds(proxy.pid()).0);
+        during = during.max(rss_kib(proxy.pid()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let completed = clients
         .into_iter()
         .map(|c| c.join().unwrap_or(false))
