@@ -1,5 +1,8 @@
 # syntax=docker/dockerfile:1
-# A static trae-proxy on an empty image. Build: `docker build -t trae-proxy .` (or compose).
+# A static trae-proxy on an empty image, built from source in a Rust toolchain image:
+# `docker build -t trae-proxy .` (or compose) on an amd64 or arm64 host with registry access.
+# Dockerfile.dist makes the same image from the binaries in dist/ without pulling anything; that
+# is the one CI builds and checks (docker/check-image.sh). See docs/operations.md, "Docker".
 # The binary carries Mozilla's root certificates for backend TLS, so the image needs no
 # /etc/ssl; DNS uses the resolv.conf and hosts files the engine mounts.
 
@@ -15,7 +18,7 @@ RUN set -eux; \
     rustup target add "$target"; \
     CC_aarch64_unknown_linux_musl=gcc CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=gcc \
         cargo build --release --locked --target "$target"; \
-    file "target/$target/release/trae-proxy" | grep -q "statically linked"; \
+    cross/is-static.sh "target/$target/release/trae-proxy"; \
     cp "target/$target/release/trae-proxy" /trae-proxy
 
 FROM scratch

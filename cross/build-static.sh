@@ -26,11 +26,7 @@ for target in "${targets[@]}"; do
     rustup target add "$target" >/dev/null
     cargo build --release --locked --target "$target"
     bin="target/$target/release/trae-proxy"
-    description=$(file -b "$bin")
-    case "$description" in
-        *"statically linked"* | *"static-pie linked"*) ;;
-        *) echo "error: $bin is not statically linked: $description" >&2; exit 1 ;;
-    esac
+    description=$(cross/is-static.sh "$bin")
     size=$(stat -c %s "$bin")
     printf '%s: %s bytes (%s KiB) — %s\n' "$target" "$size" "$((size / 1024))" "$description"
     if [ "$target" = aarch64-unknown-linux-musl ] && [ "$size" -gt "$MAX_AARCH64_BYTES" ]; then
@@ -38,4 +34,11 @@ for target in "${targets[@]}"; do
         exit 1
     fi
     cp "$bin" "dist/trae-proxy-$target"
+    # The same file under the container platform's name, for Dockerfile.dist's COPY.
+    case "$target" in
+        x86_64-*) platform=linux-amd64 ;;
+        aarch64-*) platform=linux-arm64 ;;
+    esac
+    mkdir -p "dist/$platform"
+    ln -f "dist/trae-proxy-$target" "dist/$platform/trae-proxy"
 done
