@@ -1,23 +1,33 @@
-//! The optional admin listener (`server.admin_bind`): plain HTTP, `GET /healthz` for liveness
-//! and `GET /metrics` for Prometheus. Never on the public TLS port: metrics name backends and
-//! models, which are nobody else's business. One thread answers one short request at a time.
+//! The optional admin listener (`server.admin_bind`): plain HTTP, `GET /healthz` for liveness,
+//! `GET /metrics` for Prometheus, and the status page (`GET /`, `GET /status.json`). Never on
+//! the public TLS port: metrics and usage name backends, models and key names, which are
+//! nobody else's business. One thread answers one short request at a time.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use log::debug;
+use serde_json::Value;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::status;
+
+/// What the admin listener serves. The status report is given once the proxy is built (the
+/// listener is bound before: its address must be known to the proxy's tunnel rules).
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub status: OnceLock<Box<dyn Fn() -> Value + Send + Sync>>,
+}
 
 /// A request head larger than this is not a scrape.
 const MAX_HEAD: usize = 8 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Binds `addr` and answers on a thread of its own. Returns the bound address.
-pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, Error> {
+pub fn start(addr: SocketAddr, admin: Arc<Admin>) -> Result<SocketAddr, Error> {
     let listener = TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
     let bound = listener.local_addr()?;
     std::thread::Builder::new()
@@ -25,7 +35,7 @@ pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, Erro
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                if let Err(e) = answer(conn, &metrics) {
+                if let Err(e) = answer(conn, &admin) {
                     debug!("admin request failed: {e}");
                 }
             }
@@ -33,7 +43,7 @@ pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, Erro
     Ok(bound)
 }
 
-fn answer(mut conn: TcpStream, metrics: &Metrics) -> io::Result<()> {
+fn answer(mut conn: TcpStream, admin: &Admin) -> io::Result<()> {
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut head = Vec::new();
@@ -51,9 +61,22 @@ fn answer(mut conn: TcpStream, metrics: &Metrics) -> io::Result<()> {
         words.next().unwrap_or_default(),
         words.next().unwrap_or_default(),
     );
+    // The page refreshes itself with the same URL; a query string changes nothing.
+    let path = path.split(|b| *b == b'?').next().unwrap_or_default();
+    let report = || admin.status.get().map_or(Value::Null, |report| report());
     let (status, content_type, body) = match (method, path) {
         (b"GET", b"/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
-        (b"GET", b"/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+        (b"GET", b"/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4",
+            admin.metrics.render(),
+        ),
+        (b"GET", b"/status.json") => ("200 OK", "application/json", report().to_string()),
+        (b"GET", b"/") => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            status::page::render(&report()),
+        ),
         (b"GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
         _ => (
             "405 Method Not Allowed",

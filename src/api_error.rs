@@ -15,6 +15,8 @@ pub struct ApiError {
     /// OpenAI's `code`: machine-readable, e.g. `model_not_found`.
     pub code: &'static str,
     pub message: String,
+    /// Seconds a 429 or 503 tells the client to wait (`Retry-After`); 1 when not set.
+    pub retry_after: Option<u64>,
 }
 
 /// One constructor per error a client can get, so that each `code` has one wording; `new` is
@@ -26,6 +28,7 @@ impl ApiError {
             kind,
             code,
             message,
+            retry_after: None,
         }
     }
 
@@ -156,6 +159,38 @@ impl ApiError {
                  (max_in_flight); retry shortly"
             ),
         )
+    }
+
+    /// The access key `name` has made its `requests_per_minute` in the last minute.
+    pub fn key_rate_limited(name: &str, per_minute: u32, retry_after: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "requests",
+                "rate_limit_exceeded",
+                format!(
+                    "Rate limit reached for access key {name:?}: {per_minute} requests per minute. \
+                     Please try again in {retry_after}s."
+                ),
+            )
+        }
+    }
+
+    /// The access key `name` has used its `tokens_per_day` today (UTC).
+    pub fn key_token_budget_spent(name: &str, used: u64, per_day: u64, retry_after: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "tokens",
+                "daily_token_limit_exceeded",
+                format!(
+                    "Access key {name:?} has used {used} of its {per_day} tokens for today (UTC); \
+                     the budget renews at midnight UTC, in {retry_after}s."
+                ),
+            )
+        }
     }
 
     /// This client has its share of requests in flight already (`server.max_requests_per_client`).

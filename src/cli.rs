@@ -26,6 +26,7 @@ pub enum Command {
     Certs(CertsArgs),
     Doctor(DoctorArgs),
     Mock(MockArgs),
+    Usage(UsageArgs),
 }
 
 fn default_config() -> PathBuf {
@@ -334,6 +335,22 @@ pub struct MockArgs {
     /// answer 422 for a chat message field OpenAI does not define, as Mistral and Cerebras do
     #[argh(switch)]
     pub strict: bool,
+}
+
+/// Print the token usage the proxy recorded (usage.tsv in the certificate folder), per day
+/// (UTC) and in total, grouped by model, key name or backend.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "usage")]
+pub struct UsageArgs {
+    /// config file (default: ./config.yaml): its certificate folder holds usage.tsv
+    #[argh(option, short = 'c', default = "default_config()")]
+    pub config: PathBuf,
+    /// days to show, today included (default 30)
+    #[argh(option, default = "30")]
+    pub days: u32,
+    /// group by model (the default), key or backend
+    #[argh(option, default = "String::from(\"model\")")]
+    pub by: String,
 }
 
 /// The config file of a command whose `--config` may come before or after its action

@@ -109,6 +109,13 @@ impl Live {
     }
 }
 
+impl Live {
+    /// The configuration in use now.
+    pub fn proxy(&self) -> Arc<Proxy> {
+        Arc::clone(&self.proxy.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 impl Handler for Live {
     fn handle(
         &self,
@@ -117,8 +124,7 @@ impl Handler for Live {
         responder: Responder<'_>,
     ) -> io::Result<After> {
         // The request keeps this configuration to its end, whatever a reload does meanwhile.
-        let proxy = Arc::clone(&self.proxy.read().unwrap_or_else(|p| p.into_inner()));
-        proxy.handle(request, peer, responder)
+        self.proxy().handle(request, peer, responder)
     }
 }
 

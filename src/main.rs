@@ -3,11 +3,13 @@
 
 // The program: start-up, the running configuration, signals, the admin listener, commands.
 mod admin;
+mod bookkeeping;
 mod cli;
 mod cmd;
 mod live;
 mod serve;
 mod signals;
+mod status;
 
 // The layers below it, top to bottom (tests/layers.rs holds them to it).
 mod api;
@@ -25,6 +27,7 @@ mod files;
 mod logging;
 mod metrics;
 mod output;
+mod usage;
 
 use std::process::ExitCode;
 
@@ -95,5 +98,6 @@ fn run(cli: Cli) -> Result<(), error::Error> {
         Some(Command::Certs(args)) => cmd::certs::run(&args),
         Some(Command::Doctor(args)) => cmd::doctor::run(&args),
         Some(Command::Mock(args)) => cmd::mock::run(&args),
+        Some(Command::Usage(args)) => cmd::usage::run(&args),
     }
 }

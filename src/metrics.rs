@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::usage::Tokens;
+
 /// Upper bounds in seconds: from a fast local model's first byte to a long generation.
 const BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -25,16 +27,20 @@ pub struct Metrics {
     inner: Mutex<Tables>,
 }
 
-/// Keyed by backend, then model: nested so that counting a request looks its labels up
-/// without allocating them (only a first sighting does).
+/// Backend -> model -> key name -> label -> count.
+type ByKey<L> = BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<L, u64>>>>;
+
+/// Keyed by backend, then model, then key name: nested so that counting a request looks its
+/// labels up without allocating them (only a first sighting does).
 #[derive(Default)]
 struct Tables {
-    requests: BTreeMap<String, BTreeMap<String, BTreeMap<u16, u64>>>,
+    requests: ByKey<u16>,
     bytes: BTreeMap<String, u64>,
-    tokens: BTreeMap<String, BTreeMap<String, BTreeMap<&'static str, u64>>>,
+    tokens: ByKey<&'static str>,
     cooldowns: BTreeMap<String, u64>,
     busy: BTreeMap<String, u64>,
     ttfb: BTreeMap<String, Histogram>,
+    first_token: BTreeMap<String, Histogram>,
     duration: BTreeMap<String, Histogram>,
 }
 
@@ -53,9 +59,26 @@ pub struct Observation<'a> {
     pub bytes: u64,
     pub failovers: u32,
     pub ttfb: Option<Duration>,
+    /// From request sent upstream to the first event of a stream relayed to the client.
+    pub first_token: Option<Duration>,
     pub duration: Duration,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
+    /// The access key's name, `-` without keys (names come from the config: bounded).
+    pub key: &'a str,
+    pub tokens: Tokens,
+}
+
+/// One backend's figures for the status page.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct BackendFigures {
+    pub requests: u64,
+    /// Answers with a 5xx status, or none (0).
+    pub errors: u64,
+    /// Seconds, estimated from the histogram buckets: request time p50 and p95, and time to
+    /// the first streamed event p50.
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub first_token_p50: Option<f64>,
+    pub tokens: u64,
 }
 
 /// Counts a request as in flight until dropped.
@@ -78,28 +101,29 @@ impl Metrics {
             .fetch_add(u64::from(o.failovers), Ordering::Relaxed);
         let mut t = self.lock();
         let t = &mut *t;
-        with(&mut t.requests, o.backend, |models| {
-            with(models, o.model, |statuses| {
-                *statuses.entry(o.status).or_default() += 1;
-            });
-        });
+        count(&mut t.requests, o, o.status, 1);
         with(&mut t.bytes, o.backend, |n| *n += o.bytes);
         for (kind, n) in [
-            ("prompt", o.prompt_tokens),
-            ("completion", o.completion_tokens),
+            ("prompt", o.tokens.prompt),
+            ("completion", o.tokens.completion),
+            ("reasoning", o.tokens.reasoning),
+            ("cached", o.tokens.cached),
         ] {
             if n > 0 {
-                with(&mut t.tokens, o.backend, |models| {
-                    with(models, o.model, |kinds| {
-                        *kinds.entry(kind).or_default() += n
-                    });
-                });
+                count(&mut t.tokens, o, kind, n);
             }
         }
         if let Some(ttfb) = o.ttfb {
             with(&mut t.ttfb, o.backend, |h| h.add(ttfb));
             with(&mut t.duration, o.backend, |h| h.add(o.duration));
         }
+        if let Some(first) = o.first_token {
+            with(&mut t.first_token, o.backend, |h| h.add(first));
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     pub fn cooldown(&self, backend: &str) {
@@ -109,6 +133,33 @@ impl Metrics {
     /// A request skipped a backend at its `max_in_flight`.
     pub fn backend_busy(&self, backend: &str) {
         with(&mut self.lock().busy, backend, |n| *n += 1);
+    }
+
+    /// Per backend that has served: requests, errors, latency and tokens.
+    pub fn backend_figures(&self) -> BTreeMap<String, BackendFigures> {
+        let t = self.lock();
+        let mut out: BTreeMap<String, BackendFigures> = BTreeMap::new();
+        for (backend, _, _, status, n) in flatten(&t.requests) {
+            let f = out.entry(backend.to_owned()).or_default();
+            f.requests += n;
+            if status >= 500 || status == 0 {
+                f.errors += n;
+            }
+        }
+        for (backend, _, _, kind, n) in flatten(&t.tokens) {
+            if matches!(kind, "prompt" | "completion") {
+                out.entry(backend.to_owned()).or_default().tokens += n;
+            }
+        }
+        for (backend, h) in &t.duration {
+            let f = out.entry(backend.clone()).or_default();
+            f.p50 = h.quantile(0.5);
+            f.p95 = h.quantile(0.95);
+        }
+        for (backend, h) in &t.first_token {
+            out.entry(backend.clone()).or_default().first_token_p50 = h.quantile(0.5);
+        }
+        out
     }
 
     /// The Prometheus text exposition.
@@ -121,12 +172,13 @@ impl Metrics {
             "counter",
             "Requests by backend, client model and status.",
         );
-        for (backend, model, status, n) in flatten(&t.requests) {
+        for (backend, model, key, status, n) in flatten(&t.requests) {
             let _ = writeln!(
                 out,
-                "trae_proxy_requests_total{{backend=\"{}\",model=\"{}\",status=\"{status}\"}} {n}",
+                "trae_proxy_requests_total{{backend=\"{}\",model=\"{}\",key=\"{}\",status=\"{status}\"}} {n}",
                 esc(backend),
-                esc(model)
+                esc(model),
+                esc(key)
             );
         }
         histogram(
@@ -140,6 +192,12 @@ impl Metrics {
             "upstream_duration_seconds",
             "Time from sending to a backend until its response was relayed.",
             &t.duration,
+        );
+        histogram(
+            &mut out,
+            "first_token_seconds",
+            "Time from sending to a backend until the first event of its stream was relayed.",
+            &t.first_token,
         );
         header(
             &mut out,
@@ -241,12 +299,13 @@ impl Metrics {
             "counter",
             "Tokens from the usage the backends reported.",
         );
-        for (backend, model, kind, n) in flatten(&t.tokens) {
+        for (backend, model, key, kind, n) in flatten(&t.tokens) {
             let _ = writeln!(
                 out,
-                "trae_proxy_tokens_total{{backend=\"{}\",model=\"{}\",kind=\"{kind}\"}} {n}",
+                "trae_proxy_tokens_total{{backend=\"{}\",model=\"{}\",key=\"{}\",kind=\"{kind}\"}} {n}",
                 esc(backend),
-                esc(model)
+                esc(model),
+                esc(key)
             );
         }
         out
@@ -268,6 +327,35 @@ impl Histogram {
         self.sum += secs;
         self.count += 1;
     }
+
+    /// The `q` quantile, linear within its bucket (as Prometheus' histogram_quantile does);
+    /// past the last bound, that bound.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = q * self.count as f64;
+        let mut below = 0u64;
+        let mut lower = 0.0;
+        for (bound, cumulative) in BUCKETS.iter().zip(self.counts) {
+            if cumulative as f64 >= rank {
+                let within = (cumulative - below).max(1) as f64;
+                return Some(lower + (bound - lower) * ((rank - below as f64) / within));
+            }
+            below = cumulative;
+            lower = *bound;
+        }
+        Some(lower)
+    }
+}
+
+/// Adds `n` to the request's backend/model/key entry under `label`.
+fn count<L: Ord>(table: &mut ByKey<L>, o: &Observation<'_>, label: L, n: u64) {
+    with(table, o.backend, |models| {
+        with(models, o.model, |keys| {
+            with(keys, o.key, |labels| *labels.entry(label).or_default() += n);
+        });
+    });
 }
 
 /// Applies `f` to `key`'s entry, creating it (and only then allocating the key) if missing.
@@ -278,15 +366,15 @@ fn with<V: Default>(map: &mut BTreeMap<String, V>, key: &str, f: impl FnOnce(&mu
     }
 }
 
-/// backend -> model -> label -> count, as rows in label order.
-fn flatten<L: Copy>(
-    table: &BTreeMap<String, BTreeMap<String, BTreeMap<L, u64>>>,
-) -> impl Iterator<Item = (&str, &str, L, u64)> {
+/// backend -> model -> key -> label -> count, as rows in label order.
+fn flatten<L: Copy>(table: &ByKey<L>) -> impl Iterator<Item = (&str, &str, &str, L, u64)> {
     table.iter().flat_map(|(backend, models)| {
-        models.iter().flat_map(move |(model, counts)| {
-            counts
-                .iter()
-                .map(move |(label, n)| (backend.as_str(), model.as_str(), *label, *n))
+        models.iter().flat_map(move |(model, keys)| {
+            keys.iter().flat_map(move |(key, counts)| {
+                counts.iter().map(move |(label, n)| {
+                    (backend.as_str(), model.as_str(), key.as_str(), *label, *n)
+                })
+            })
         })
     })
 }
@@ -345,23 +433,51 @@ mod tests {
             bytes: 10,
             failovers: 1,
             ttfb: Some(Duration::from_millis(30)),
+            first_token: Some(Duration::from_millis(40)),
             duration: Duration::from_millis(700),
-            prompt_tokens: 5,
-            completion_tokens: 7,
+            key: "alice",
+            tokens: Tokens {
+                prompt: 5,
+                completion: 7,
+                reasoning: 2,
+                cached: 0,
+            },
         });
         m.cooldown("b\"1");
         let text = m.render();
         for line in [
-            r#"trae_proxy_requests_total{backend="b\"1",model="m",status="200"} 1"#,
+            r#"trae_proxy_requests_total{backend="b\"1",model="m",key="alice",status="200"} 1"#,
             r#"trae_proxy_upstream_ttfb_seconds_bucket{backend="b\"1",le="0.025"} 0"#,
             r#"trae_proxy_upstream_ttfb_seconds_bucket{backend="b\"1",le="0.05"} 1"#,
             r#"trae_proxy_upstream_duration_seconds_count{backend="b\"1"} 1"#,
             "trae_proxy_in_flight_requests 1",
             "trae_proxy_failovers_total 1",
             r#"trae_proxy_cooldowns_total{backend="b\"1"} 1"#,
-            r#"trae_proxy_tokens_total{backend="b\"1",model="m",kind="completion"} 7"#,
+            r#"trae_proxy_tokens_total{backend="b\"1",model="m",key="alice",kind="completion"} 7"#,
+            r#"trae_proxy_tokens_total{backend="b\"1",model="m",key="alice",kind="reasoning"} 2"#,
+            r#"trae_proxy_first_token_seconds_count{backend="b\"1"} 1"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
+        assert!(!text.contains(r#"kind="cached""#), "no zero counts");
+        let figures = &m.backend_figures()["b\"1"];
+        assert_eq!(
+            (figures.requests, figures.errors, figures.tokens),
+            (1, 0, 12)
+        );
+        // 700 ms lies in the (0.5, 1] bucket.
+        let p50 = figures.p50.unwrap();
+        assert!((0.5..=1.0).contains(&p50), "{p50}");
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        let mut h = Histogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        for ms in [1, 2, 3, 4, 200, 200, 200, 200, 200, 4000] {
+            h.add(Duration::from_millis(ms));
+        }
+        assert!(h.quantile(0.5).unwrap() > 0.1 && h.quantile(0.5).unwrap() <= 0.25);
+        assert!(h.quantile(0.95).unwrap() > 2.5 && h.quantile(0.95).unwrap() <= 5.0);
     }
 }

@@ -2,13 +2,15 @@
 //! stop signal; SIGHUP reloads (`live.rs`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use log::{info, warn};
 
-use crate::admin;
+use crate::admin::{self, Admin};
 use crate::api::reasoning::ReasoningCache;
 use crate::api::{Proxy, Shared};
+use crate::bookkeeping::Bookkeeper;
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::error::Error;
@@ -19,6 +21,7 @@ use crate::pki::tls::{self, CertResolver};
 use crate::server::Lifecycle;
 use crate::server::{self, Settings};
 use crate::signals;
+use crate::status;
 use crate::upstream::route::Bulkheads;
 
 /// glibc malloc arenas (its default: eight per core). Two made no throughput difference at 32
@@ -26,6 +29,7 @@ use crate::upstream::route::Bulkheads;
 const SYSTEM_ARENAS: u16 = 2;
 
 pub fn run(args: &ServeArgs) -> Result<(), Error> {
+    let (started, started_unix) = (Instant::now(), crate::usage::day::unix_now());
     // Before any thread starts (glibc builds only; see thread_cache::limit_arenas): a burst of
     // workers otherwise leaves its freed memory spread over up to eight arenas per core.
     thread_cache::limit_arenas(SYSTEM_ARENAS);
@@ -47,9 +51,15 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     live::warn_about(&config);
     let metrics = Arc::new(Metrics::default());
     let mut listening = vec![bound];
+    let admin = Arc::new(Admin {
+        metrics: Arc::clone(&metrics),
+        status: OnceLock::new(),
+    });
     if let Some(addr) = config.server.admin_bind {
-        let bound = admin::start(addr, Arc::clone(&metrics))?;
-        info!("admin listener (plain HTTP: /healthz, /metrics) on {bound}");
+        let bound = admin::start(addr, Arc::clone(&admin))?;
+        info!(
+            "admin listener (plain HTTP: / for the status page, /status.json, /healthz, /metrics) on {bound}"
+        );
         listening.push(bound);
     }
     if let Some(socket) = &plain {
@@ -57,9 +67,14 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         info!("plain-HTTP listener (base-URL mode) on {at}: use http://{at}/v1 as the base URL");
         listening.push(at);
     }
+    let bookkeeper = Arc::new(Bookkeeper::open(&config.cert_dir));
+    bookkeeper.start()?;
     let shared = Arc::new(Shared {
         metrics: Arc::clone(&metrics),
         reasoning: ReasoningCache::default(),
+        stream_usage: Default::default(),
+        ledger: Arc::clone(&bookkeeper.ledger),
+        rates: Default::default(),
         bulkheads: Bulkheads::default(),
         listening,
     });
@@ -92,6 +107,16 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         tls: Some(Arc::clone(&tls_config)),
     };
     let live = Arc::new(Live::new(args.clone(), config, proxy, resolver));
+    let sources = status::Sources {
+        metrics: Arc::clone(&metrics),
+        ledger: Arc::clone(&bookkeeper.ledger),
+        started,
+        started_unix,
+    };
+    let current = Arc::clone(&live);
+    let _ = admin.status.set(Box::new(move || {
+        status::report(&sources, &current.proxy().router)
+    }));
     let lifecycle = Arc::new(Lifecycle::default());
     let reloader = Arc::clone(&live);
     signals::watch(Arc::clone(&lifecycle), move || reloader.reload())?;
@@ -111,7 +136,10 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     if let Some(socket) = plain {
         listeners.push(server::Listener { socket, tls: None });
     }
-    server::run(listeners, live, settings, lifecycle)
+    let served = server::run(listeners, live, settings, lifecycle);
+    // Requests in flight have finished (or the drain gave up): their usage is in the ledger.
+    bookkeeper.write();
+    served
 }
 
 /// Raises the open-files limit as far as it goes; if `max_connections` still cannot have two

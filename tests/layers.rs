@@ -34,6 +34,7 @@ const RANKS: &[(&str, u8)] = &[
     ("output", 0),
     ("cidr", 0),
     ("metrics", 0),
+    ("usage", 0),
     ("config", 1),
     ("server", 2),
     ("upstream", 2),
@@ -45,6 +46,8 @@ const RANKS: &[(&str, u8)] = &[
     ("live", 4),
     ("signals", 4),
     ("admin", 4),
+    ("bookkeeping", 4),
+    ("status", 4),
     ("cmd", 4),
 ];
 

@@ -5,19 +5,19 @@
 use http::{HeaderMap, header};
 
 use crate::api_error::ApiError;
-use crate::config::Secret;
+use crate::config::AccessKey;
 
-pub struct AccessKeys(Vec<Secret>);
+pub struct AccessKeys(Vec<AccessKey>);
 
 impl AccessKeys {
-    pub fn new(keys: Vec<Secret>) -> Self {
+    pub fn new(keys: Vec<AccessKey>) -> Self {
         AccessKeys(keys)
     }
 
-    /// `Ok` when no keys are configured or the request carries one of them.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// `Ok(None)` when no keys are configured, `Ok(Some(key))` when the request carries one.
+    pub fn check(&self, headers: &HeaderMap) -> Result<Option<&AccessKey>, ApiError> {
         if self.0.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let token = headers
             .get(header::AUTHORIZATION)
@@ -25,14 +25,11 @@ impl AccessKeys {
             .and_then(|v| strip_bearer(v))
             .unwrap_or_default();
         // Compare against every key, without stopping at the first match.
-        let matched = self.0.iter().fold(false, |found, key| {
-            found | constant_time_eq(key.expose().as_bytes(), token)
+        let matched = self.0.iter().fold(None, |found, key| {
+            let equal = constant_time_eq(key.key.expose().as_bytes(), token);
+            if equal { Some(key) } else { found }
         });
-        if matched {
-            Ok(())
-        } else {
-            Err(ApiError::invalid_api_key())
-        }
+        matched.map(Some).ok_or_else(ApiError::invalid_api_key)
     }
 }
 
@@ -65,14 +62,21 @@ mod tests {
         h
     }
 
+    fn key(key: &str, name: &str) -> AccessKey {
+        AccessKey {
+            key: crate::config::Secret::from_config(key),
+            name: name.to_owned(),
+            requests_per_minute: None,
+            tokens_per_day: None,
+        }
+    }
+
     #[test]
     fn accepts_any_configured_key_and_nothing_else() {
-        let keys = AccessKeys::new(vec![
-            Secret::from_config("alpha-key"),
-            Secret::from_config("beta-key"),
-        ]);
-        assert!(keys.check(&headers("Bearer alpha-key")).is_ok());
-        assert!(keys.check(&headers("bearer beta-key")).is_ok());
+        let keys = AccessKeys::new(vec![key("alpha-key", "alpha"), key("beta-key", "beta")]);
+        let name = |auth| keys.check(&headers(auth)).unwrap().map(|k| k.name.clone());
+        assert_eq!(name("Bearer alpha-key").as_deref(), Some("alpha"));
+        assert_eq!(name("bearer beta-key").as_deref(), Some("beta"));
         for bad in [
             "Bearer alpha-ke",
             "Bearer alpha-key2",
@@ -85,7 +89,10 @@ mod tests {
             assert_eq!(err.code, "invalid_api_key");
         }
         assert!(keys.check(&HeaderMap::new()).is_err());
-        assert!(AccessKeys::new(Vec::new()).check(&HeaderMap::new()).is_ok());
+        assert!(matches!(
+            AccessKeys::new(Vec::new()).check(&HeaderMap::new()),
+            Ok(None)
+        ));
     }
 
     #[test]

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use http::Request;
 use log::info;
 
-use crate::api::usage::Tokens;
 use crate::logging::Field;
 use crate::metrics::Observation;
+use crate::usage::{Ledger, Tokens, day};
 
 pub struct Ctx {
     pub started: Instant,
@@ -28,8 +28,14 @@ pub struct Ctx {
     pub failovers: u32,
     /// From request sent upstream to the backend's response head.
     pub ttfb: Option<Duration>,
-    /// What the backend reported.
-    pub tokens: Tokens,
+    /// When the request was sent to the backend that answered (for the first-token time).
+    pub sent: Option<Instant>,
+    /// From request sent to the first event of a stream relayed to the client.
+    pub first_token: Option<Duration>,
+    /// What the backend reported; `None` when it reported no usage.
+    pub tokens: Option<Tokens>,
+    /// The name of the access key the request came with (`None` without access keys).
+    pub key: Option<std::sync::Arc<str>>,
 }
 
 impl Ctx {
@@ -43,21 +49,24 @@ impl Ctx {
             bytes: 0,
             failovers: 0,
             ttfb: None,
-            tokens: Tokens::default(),
+            sent: None,
+            first_token: None,
+            tokens: None,
+            key: None,
         }
     }
 
     /// Takes the token counts from a reply or a stream chunk, if it reports them.
     pub fn take_usage(&mut self, value: &serde_json::Value) {
         if let Some(tokens) = Tokens::from_message(value) {
-            self.tokens = tokens;
+            self.tokens = Some(tokens);
         }
     }
 
     /// The same from the text of a reply's `usage` field.
     pub fn take_usage_json(&mut self, usage: &str) {
         if let Some(tokens) = Tokens::from_usage_json(usage) {
-            self.tokens = tokens;
+            self.tokens = Some(tokens);
         }
     }
 
@@ -79,6 +88,19 @@ impl Ctx {
         );
     }
 
+    /// Counts the request in the usage ledger if a backend answered it with a success (a
+    /// refused or failed request used no tokens and is in the metrics only).
+    pub fn record_usage(&self, ledger: &Ledger) {
+        let (Some(model), Some(backend)) = (&self.model, &self.backend) else {
+            return;
+        };
+        if self.ttfb.is_none() || !(200..300).contains(&self.status) {
+            return;
+        }
+        let key = self.key.as_deref().unwrap_or("-");
+        ledger.record(day::unix_now(), model, backend, key, self.tokens);
+    }
+
     pub fn observation(&self) -> Observation<'_> {
         Observation {
             backend: self.backend.as_deref().unwrap_or("-"),
@@ -88,9 +110,10 @@ impl Ctx {
             bytes: self.bytes,
             failovers: self.failovers,
             ttfb: self.ttfb,
+            first_token: self.first_token,
             duration: self.started.elapsed(),
-            prompt_tokens: self.tokens.prompt,
-            completion_tokens: self.tokens.completion,
+            key: self.key.as_deref().unwrap_or("-"),
+            tokens: self.tokens.unwrap_or_default(),
         }
     }
 }

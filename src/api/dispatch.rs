@@ -9,7 +9,7 @@ use http::{Method, Request, header};
 use crate::api::context::Ctx;
 use crate::api::endpoint::Endpoint;
 use crate::api::state::Proxy;
-use crate::api::{forward, models, reply};
+use crate::api::{forward, limits, models, reply};
 use crate::api_error::ApiError;
 use crate::server::{After, Handler, Responder};
 
@@ -26,6 +26,7 @@ impl Handler for Proxy {
         let result = dispatch(self, &request, peer, responder, &mut ctx);
         ctx.log(&request, peer, result.is_ok());
         metrics.observe(&ctx.observation());
+        ctx.record_usage(&self.shared.ledger);
         result
     }
 }
@@ -57,8 +58,16 @@ fn dispatch(
         let e = ApiError::websocket_not_supported();
         return reply::error(responder.closing(), ctx, &e);
     }
-    if let Err(e) = proxy.access_keys.check(request.headers()) {
-        return reply::error(responder, ctx, &e);
+    let key = match proxy.access_keys.check(request.headers()) {
+        Ok(key) => key,
+        Err(e) => return reply::error(responder, ctx, &e),
+    };
+    if let Some(key) = key {
+        ctx.key = Some(key.name.as_str().into());
+        let shared = &proxy.shared;
+        if let Err(e) = limits::check(key, &shared.rates, &shared.ledger) {
+            return reply::error(responder, ctx, &e);
+        }
     }
     let models_path = path == "/v1/models" || path.starts_with("/v1/models/");
     match (Endpoint::from_path(path), method) {

@@ -21,6 +21,7 @@ use crate::api::relay::{self, Job};
 use crate::api::reply;
 use crate::api::request::{self, Ask, Rewrite};
 use crate::api::state::Proxy;
+use crate::api::stream_usage;
 use crate::api_error::ApiError;
 use crate::config::{Backend, ReasoningReplay};
 use crate::server::{After, Responder};
@@ -78,18 +79,20 @@ pub fn handle(
         let response = match send(&out, backend) {
             Ok(response) => response,
             Err(e) => {
-                proxy.router.failed(attempt, None);
+                proxy.router.failed(attempt, None, &e.message);
                 last_error = Some(e);
                 ctx.failovers += u32::from(!is_last);
                 continue;
             }
         };
         ctx.ttfb = Some(sent.elapsed());
+        ctx.sent = Some(sent);
         let status = response.status();
         if !(status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) {
             proxy.router.succeeded(attempt);
         } else {
-            proxy.router.failed(attempt, retry_after(&response));
+            let why = format!("answered {status}");
+            proxy.router.failed(attempt, retry_after(&response), &why);
             if !is_last {
                 warn!("backend={:?} answered {status}; failing over", backend.name);
                 ctx.failovers += 1;
@@ -98,11 +101,13 @@ pub fn handle(
         }
         let replays = endpoint == Endpoint::ChatCompletions
             && backend.reasoning_replay != ReasoningReplay::Off;
+        let refused = proxy.shared.stream_usage.refused(&backend.name);
         let job = Job {
             endpoint,
             backend: &backend.name,
             ask: &out.ask,
             reasoning: replays.then_some(&proxy.shared.reasoning),
+            hide_usage: stream_usage::adds(out.ask.include_usage, endpoint, refused),
         };
         return relay::answer(response, &job, responder, ctx);
     }
@@ -110,66 +115,111 @@ pub fn handle(
     reply::error(responder, ctx, &e)
 }
 
-/// Sends the request to one backend. A backend in `reasoning_replay: auto` that answers 400 or
-/// 422 about `reasoning_content` has shown whether it needs the field or rejects it: that is
-/// learned, and the request is sent once more, mended accordingly (the backend refused it, so
-/// nothing was applied).
+/// Sends the request to one backend. A backend that answers 400 or 422 about something the
+/// proxy did to the request has taught something, and gets the request once more without it
+/// (it refused the request, so nothing was applied): in `reasoning_replay: auto`, whether it
+/// needs `reasoning_content` or rejects it; and whether it refuses `stream_options`.
 fn send(out: &Outbound<'_>, backend: &Backend) -> Result<UpstreamResponse, ApiError> {
     let cache = &out.proxy.shared.reasoning;
-    let rewrite = |mend| Rewrite {
-        endpoint: out.endpoint,
-        backend,
-        reasoning: cache,
-        mend,
-    };
     let mend = match out.endpoint {
         Endpoint::ChatCompletions => cache.mend_for(backend),
         _ => Mend::Off,
     };
-    let (body, restored) = request::upstream_body(&out.fields, &out.ask, &rewrite(mend))?;
-    let post = |body| {
-        let path = out.endpoint.api_path();
-        out.proxy
-            .upstream
-            .post_json(backend, path, out.request.headers(), body)
-    };
-    let response = post(body)?;
+    let how = rewrite(out, backend, mend);
+    let (body, restored) = request::upstream_body(&out.fields, &out.ask, &how)?;
+    let response = post(out, backend, body)?;
     let status = response.status().as_u16();
-    if backend.reasoning_replay != ReasoningReplay::Auto || !matches!(status, 400 | 422) {
+    let may_learn = backend.reasoning_replay == ReasoningReplay::Auto || how.add_usage;
+    if !may_learn || !matches!(status, 400 | 422) {
         return Ok(response);
     }
     let (head, body) = response.into_parts();
     let length = relay::content_length(&head.headers);
     let raw = relay::read_bounded(&mut body.into_reader(), length, &backend.name)?;
-    let lesson = if !reasoning::error_names_reasoning(&raw) {
+    let tried = Tried {
+        mend,
+        restored,
+        added_usage: how.add_usage,
+    };
+    if !learn(out, backend, &raw, &tried, status) {
+        // Not about what the proxy did: the client gets the backend's answer as it was.
+        let body = ureq::Body::builder().data(raw);
+        return Ok(http::Response::from_parts(head, body));
+    }
+    let how = rewrite(out, backend, cache.mend_for(backend));
+    let (body, _) = request::upstream_body(&out.fields, &out.ask, &how)?;
+    post(out, backend, body)
+}
+
+/// What the proxy did to a request that was refused.
+struct Tried {
+    mend: Mend,
+    restored: reasoning::Restored,
+    added_usage: bool,
+}
+
+/// Learns from a 400/422 body what the backend refused; whether anything new was learned.
+fn learn(out: &Outbound<'_>, backend: &Backend, raw: &[u8], tried: &Tried, status: u16) -> bool {
+    let name = &backend.name;
+    if tried.added_usage
+        && stream_usage::error_names_it(raw)
+        && out.proxy.shared.stream_usage.learn(name)
+    {
+        warn!(
+            "backend={name:?} refuses stream_options (it answered {status}); streams to it are \
+             sent without asking for usage from now on, and this request again"
+        );
+        return true;
+    }
+    let cache = &out.proxy.shared.reasoning;
+    let lesson = if backend.reasoning_replay != ReasoningReplay::Auto
+        || !reasoning::error_names_reasoning(raw)
+    {
         None
-    } else if restored.lacking > 0 && mend == Mend::Own {
+    } else if tried.restored.lacking > 0 && tried.mend == Mend::Own {
         Some(Learned::Thinking)
-    } else if restored.added() {
+    } else if tried.restored.added() {
         Some(Learned::Rejects)
     } else {
         None
     };
-    let Some(lesson) = lesson.filter(|l| cache.learn(&backend.name, *l)) else {
-        // Not about what the proxy did: the client gets the backend's answer as it was.
-        let body = ureq::Body::builder().data(raw);
-        return Ok(http::Response::from_parts(head, body));
+    let Some(lesson) = lesson.filter(|l| cache.learn(name, *l)) else {
+        return false;
     };
     match lesson {
         Learned::Thinking => warn!(
-            "backend={:?} needs reasoning_content in tool-call turns (it answered {status} \
-             without it); treating it as a thinking model from now on and sending again",
-            backend.name
+            "backend={name:?} needs reasoning_content in tool-call turns (it answered {status} \
+             without it); treating it as a thinking model from now on and sending again"
         ),
         Learned::Rejects => warn!(
-            "backend={:?} rejects reasoning_content (it answered {status}); sending histories \
-             to it as clients write them from now on, and this request again",
-            backend.name
+            "backend={name:?} rejects reasoning_content (it answered {status}); sending histories \
+             to it as clients write them from now on, and this request again"
         ),
     }
-    let mend = cache.mend_for(backend);
-    let (body, _) = request::upstream_body(&out.fields, &out.ask, &rewrite(mend))?;
-    post(body)
+    true
+}
+
+/// How the request is rewritten for `backend`.
+fn rewrite<'a>(out: &'a Outbound<'_>, backend: &'a Backend, mend: Mend) -> Rewrite<'a> {
+    let refused = out.proxy.shared.stream_usage.refused(&backend.name);
+    Rewrite {
+        endpoint: out.endpoint,
+        backend,
+        reasoning: &out.proxy.shared.reasoning,
+        mend,
+        add_usage: stream_usage::adds(out.ask.include_usage, out.endpoint, refused),
+    }
+}
+
+fn post(
+    out: &Outbound<'_>,
+    backend: &Backend,
+    body: Vec<u8>,
+) -> Result<UpstreamResponse, ApiError> {
+    let path = out.endpoint.api_path();
+    out.proxy
+        .upstream
+        .post_json(backend, path, out.request.headers(), body)
 }
 
 /// A 429's `Retry-After` in seconds (the HTTP-date form is rare from APIs and not used).

@@ -8,7 +8,8 @@
 //! - [`reply`]: whole replies and errors, written through the responder.
 //!
 //! Beside them: [`state`] (what a configuration builds, what outlives reloads), [`endpoint`],
-//! [`access_keys`], [`reasoning`] replay, [`usage`] counts, and the JSON ([`json_fields`]) and
+//! [`access_keys`], [`reasoning`] replay, usage asked for on clients' behalf
+//! ([`stream_usage`]), and the JSON ([`json_fields`]) and
 //! SSE ([`sse`]) handling. The layer sits on the server (requests in, responses out) and on
 //! upstream (backends).
 
@@ -19,6 +20,7 @@ pub mod dispatch;
 pub mod endpoint;
 pub mod forward;
 pub mod json_fields;
+pub mod limits;
 pub mod models;
 pub mod reasoning;
 pub mod relay;
@@ -26,6 +28,6 @@ pub mod reply;
 pub mod request;
 pub mod sse;
 pub mod state;
-pub mod usage;
+pub mod stream_usage;
 
 pub use state::{Proxy, Shared};

@@ -15,7 +15,8 @@ pub fn error(responder: Responder<'_>, ctx: &mut Ctx, err: &ApiError) -> io::Res
     let mut headers = vec![json_content_type()];
     if matches!(err.status.as_u16(), 429 | 503) {
         // Busy: the OpenAI SDKs wait this long before their retry.
-        headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        let seconds = HeaderValue::from(err.retry_after.unwrap_or(1));
+        headers.push((header::RETRY_AFTER, seconds));
     }
     send(responder, ctx, err.status, headers, &err.to_body())
 }

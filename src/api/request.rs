@@ -58,6 +58,8 @@ pub struct Rewrite<'a> {
     pub backend: &'a Backend,
     pub reasoning: &'a ReasoningCache,
     pub mend: Mend,
+    /// Add `stream_options.include_usage` to a stream the client did not ask usage for.
+    pub add_usage: bool,
 }
 
 /// The body for one backend, with what the mending of its history did.
@@ -87,15 +89,23 @@ pub fn upstream_body(
         fields
             .set("stream", &upstream_stream)
             .map_err(encode_error)?;
-        if upstream_stream {
-            // Aggregating for a non-streaming client needs usage in the stream.
-            fields
-                .set("stream_options", &json!({"include_usage": true}))
-                .map_err(encode_error)?;
-        } else {
+        if !upstream_stream {
             // Backends reject stream_options on non-streaming requests.
             fields.remove("stream_options");
         }
+    }
+    if upstream_stream && how.add_usage {
+        // Counting a stream's tokens needs its usage (the relay takes it out again for a
+        // client that did not ask); the client's other stream_options stay.
+        let mut options = fields
+            .get("stream_options")
+            .and_then(|o| serde_json::from_str::<Value>(o).ok())
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        options["include_usage"] = Value::Bool(true);
+        fields
+            .set("stream_options", &options)
+            .map_err(encode_error)?;
     }
     Ok((fields.to_vec(), restored))
 }

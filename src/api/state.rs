@@ -7,17 +7,26 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::api::access_keys::AccessKeys;
 use crate::api::connect::Connect;
+use crate::api::limits::Rates;
 use crate::api::reasoning::ReasoningCache;
+use crate::api::stream_usage::Refusals;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 use crate::upstream::route::{Bulkheads, Router};
+use crate::usage::Ledger;
 
 /// What lives as long as the process and is shared by every configuration a reload brings.
 pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Remembered reasoning, and what each backend has shown about it.
     pub reasoning: ReasoningCache,
+    /// Backends that refused `stream_options`.
+    pub stream_usage: Refusals,
+    /// Usage totals by day, model, backend and key name.
+    pub ledger: Arc<Ledger>,
+    /// Requests per minute per key name.
+    pub rates: Rates,
     /// Requests in flight per backend.
     pub bulkheads: Bulkheads,
     /// Where this process listens: a tunnel must never lead back to one of them.

@@ -15,7 +15,8 @@
 //! `--config F` listens where F's first active entry with a local `http://` endpoint points,
 //! so the shipped config and the mock meet without editing either. `--strict` answers 422 for a
 //! chat message field that OpenAI's API does not define (`reasoning_content`, say), as Mistral
-//! and Cerebras do: a client or proxy that adds one fails here as it would there.
+//! and Cerebras do, and for `stream_options`, as Mistral does (which sends usage in a stream's
+//! last chunk unasked): a client or proxy that adds one fails here as it would there.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -216,6 +217,13 @@ impl Mock {
             if let Some(e) = unknown_message_field(messages) {
                 return responder.error(&e);
             }
+            if body.get("stream_options").is_some() {
+                // As Mistral: it sends usage in its last chunk unasked and refuses the field.
+                let e = ApiError::extra_forbidden(
+                    "stream_options: extra inputs are not permitted (mock --strict)".to_owned(),
+                );
+                return responder.error(&e);
+            }
         }
         let prompt = last_user_text(messages);
         let tools: Vec<(String, Value)> = body["tools"]
@@ -258,9 +266,15 @@ impl Mock {
             );
         }
         let mut stream = responder.stream(StatusCode::OK, sse_headers())?;
+        let include_usage = body["stream_options"]["include_usage"] == json!(true);
         let chunk = |delta: Value, finish: Value| {
-            json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+            let mut chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+            if include_usage {
+                // As OpenAI does: `"usage": null` in every chunk, the counts in a last one.
+                chunk["usage"] = Value::Null;
+            }
+            chunk
         };
         send(
             &mut stream,
@@ -288,8 +302,12 @@ impl Mock {
                 )?;
             }
         }
-        send(&mut stream, None, &chunk(json!({}), json!(finish)))?;
-        if body["stream_options"]["include_usage"] == json!(true) {
+        let mut last = chunk(json!({}), json!(finish));
+        if self.strict {
+            last["usage"] = usage.clone();
+        }
+        send(&mut stream, None, &last)?;
+        if include_usage {
             send(
                 &mut stream,
                 None,

@@ -9,3 +9,4 @@ pub mod check;
 pub mod doctor;
 pub mod domain;
 pub mod mock;
+pub mod usage;

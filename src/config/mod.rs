@@ -25,7 +25,7 @@ pub struct Config {
     /// More names the certificate covers and the proxy answers for (`domains:`).
     pub extra_domains: Vec<String>,
     /// `access_keys:`: when not empty, every request must carry one of them as a Bearer token.
-    pub access_keys: Vec<Secret>,
+    pub access_keys: Vec<AccessKey>,
     /// Every entry of `apis`, active or not, in file order.
     pub backends: Vec<Backend>,
     pub server: Server,
@@ -140,6 +140,28 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+/// One `access_keys` entry.
+#[derive(Debug, Clone)]
+pub struct AccessKey {
+    pub key: Secret,
+    /// What usage is counted under: the entry's `name`, or for a plain string `key-` and six
+    /// hex digits of the key's SHA-256 (stable, and saying nothing usable about the key).
+    pub name: String,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_day: Option<u64>,
+}
+
+impl AccessKey {
+    pub fn derived_name(key: &Secret) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, key.expose().as_bytes());
+        let hex: String = digest.as_ref()[..3]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("key-{hex}")
     }
 }
 
@@ -462,6 +484,46 @@ server:
             err[0].contains("stream_mode: expected true, false or null"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn access_keys_are_strings_or_named_entries_with_limits() {
+        let text = format!(
+            "{ORIGINAL}access_keys:\n  - plain-key-1\n  - key: alice-secret\n    name: alice\n    \
+             requests_per_minute: 30\n    tokens_per_day: 100000\n  - {{key: bob-secret}}\n"
+        );
+        let c = parse(&text).unwrap();
+        let keys: Vec<_> = c
+            .access_keys
+            .iter()
+            .map(|k| (k.name.as_str(), k.requests_per_minute, k.tokens_per_day))
+            .collect();
+        let plain = AccessKey::derived_name(&Secret::from_config("plain-key-1"));
+        assert!(plain.starts_with("key-") && plain.len() == 10, "{plain}");
+        assert!(!plain.contains("plain"));
+        let bob = AccessKey::derived_name(&Secret::from_config("bob-secret"));
+        assert_eq!(
+            keys,
+            [
+                (plain.as_str(), None, None),
+                ("alice", Some(30), Some(100_000)),
+                (bob.as_str(), None, None)
+            ]
+        );
+        let bad = format!(
+            "{ORIGINAL}access_keys:\n  - key: same\n    name: same\n  - key: k2\n    rpm: 3\n    \
+             tokens_per_day: -1\n  - 12\n  - key: k3\n    name: alice\n  - key: k4\n    name: alice\n"
+        );
+        let err = parse(&bad).unwrap_err();
+        for want in [
+            "access_keys[0]: `name` must not be the key itself",
+            "access_keys[1]: unknown field",
+            "access_keys[1]: `tokens_per_day` must be a whole number above 0",
+            "access_keys[2]: must be a string or a map with `key`",
+            "access_keys[4]: name \"alice\" is used twice",
+        ] {
+            assert!(err.iter().any(|e| e.starts_with(want)), "{want}: {err:?}");
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@ use serde::Deserialize;
 pub(super) struct RawConfig {
     pub(super) domain: Option<String>,
     pub(super) domains: Option<Vec<String>>,
-    pub(super) access_keys: Option<Vec<String>>,
+    /// Strings, or maps with `key`, `name` and limits: read by hand (validate.rs) so that
+    /// each problem is named; serde's untagged enums only say "did not match any variant".
+    pub(super) access_keys: Option<Vec<serde_norway::Value>>,
     #[serde(default)]
     pub(super) apis: Vec<RawApi>,
     #[serde(default)]

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::raw::{LenientBool, RawApi, RawBackendTimeouts, RawConfig, RawServer};
 use super::{
-    Backend, BackendTimeouts, CATCH_ALL, Config, Health, ReasoningFallback, ReasoningReplay,
-    Secret, Server, StreamMode, TargetModel, Timeouts, TunnelPolicy,
+    AccessKey, Backend, BackendTimeouts, CATCH_ALL, Config, Health, ReasoningFallback,
+    ReasoningReplay, Secret, Server, StreamMode, TargetModel, Timeouts, TunnelPolicy,
 };
 use crate::cidr::Cidr;
 
@@ -68,16 +68,105 @@ fn extra_domains(raw: Vec<String>, domain: &str, problems: &mut Problems) -> Vec
     out
 }
 
-fn access_keys(raw: Vec<String>, problems: &mut Problems) -> Vec<Secret> {
-    let mut out = Vec::new();
-    for (i, k) in raw.into_iter().enumerate() {
-        if k.trim().is_empty() {
-            problems.push(format!("access_keys[{i}]: must not be empty"));
-        } else {
-            out.push(Secret::from_config(&k));
+/// Each entry a string (the key) or a map `{key, name, requests_per_minute, tokens_per_day}`.
+fn access_keys(raw: Vec<serde_norway::Value>, problems: &mut Problems) -> Vec<AccessKey> {
+    let mut out: Vec<AccessKey> = Vec::new();
+    for (i, entry) in raw.into_iter().enumerate() {
+        let parsed = match entry {
+            serde_norway::Value::String(k) => plain_key(&k),
+            serde_norway::Value::Mapping(map) => named_key(&map),
+            _ => Err(vec!["must be a string or a map with `key`".to_owned()]),
+        };
+        match parsed {
+            Ok(key) => {
+                if out.iter().any(|k| k.key.expose() == key.key.expose()) {
+                    problems.push(format!("access_keys[{i}]: the same key is listed twice"));
+                } else if out.iter().any(|k| k.name == key.name) {
+                    problems.push(format!(
+                        "access_keys[{i}]: name {:?} is used twice",
+                        key.name
+                    ));
+                } else {
+                    out.push(key);
+                }
+            }
+            Err(errs) => {
+                problems.extend(errs.into_iter().map(|e| format!("access_keys[{i}]: {e}")))
+            }
         }
     }
     out
+}
+
+fn plain_key(k: &str) -> Result<AccessKey, Problems> {
+    if k.trim().is_empty() {
+        return Err(vec!["must not be empty".to_owned()]);
+    }
+    let key = Secret::from_config(k);
+    Ok(AccessKey {
+        name: AccessKey::derived_name(&key),
+        key,
+        requests_per_minute: None,
+        tokens_per_day: None,
+    })
+}
+
+fn named_key(map: &serde_norway::Mapping) -> Result<AccessKey, Problems> {
+    let mut errs = Vec::new();
+    let field = |name: &str| map.get(name);
+    for (k, _) in map {
+        let known = ["key", "name", "requests_per_minute", "tokens_per_day"];
+        if !k.as_str().is_some_and(|k| known.contains(&k)) {
+            errs.push(format!("unknown field {k:?} (expected one of {known:?})"));
+        }
+    }
+    let key = match field("key").and_then(|v| v.as_str()) {
+        Some(k) if !k.trim().is_empty() => Some(Secret::from_config(k)),
+        _ => {
+            errs.push("`key` must be a non-empty string".to_owned());
+            None
+        }
+    };
+    let name = match field("name") {
+        None => None,
+        Some(v) => match v.as_str().map(str::trim) {
+            Some(n) if !n.is_empty() && n.len() <= 64 && !n.chars().any(char::is_control) => {
+                Some(n.to_owned())
+            }
+            _ => {
+                errs.push("`name` must be a string of 1 to 64 printable characters".to_owned());
+                None
+            }
+        },
+    };
+    if let (Some(key), Some(name)) = (&key, &name) {
+        if key.expose() == name {
+            // The name is shown on the status page and written to logs and the usage file.
+            errs.push("`name` must not be the key itself".to_owned());
+        }
+    }
+    let limit = |field_name: &str, errs: &mut Vec<String>| match field(field_name) {
+        None | Some(serde_norway::Value::Null) => None,
+        Some(v) => match v.as_u64().filter(|n| *n > 0) {
+            Some(n) => Some(n),
+            None => {
+                errs.push(format!("`{field_name}` must be a whole number above 0"));
+                None
+            }
+        },
+    };
+    let requests_per_minute =
+        limit("requests_per_minute", &mut errs).map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let tokens_per_day = limit("tokens_per_day", &mut errs);
+    match key {
+        Some(key) if errs.is_empty() => Ok(AccessKey {
+            name: name.unwrap_or_else(|| AccessKey::derived_name(&key)),
+            key,
+            requests_per_minute,
+            tokens_per_day,
+        }),
+        _ => Err(errs),
+    }
 }
 
 // --- One `apis` entry --------------------------------------------------------------------------

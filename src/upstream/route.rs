@@ -79,6 +79,31 @@ struct MemberState {
     last_failure: Option<Instant>,
     /// How many cool-downs in a row: the exponent of the back-off.
     level: u32,
+    /// What went wrong last (an error message as clients get it: no URL, no key).
+    last_error: Option<String>,
+}
+
+/// One backend as the status page shows it.
+#[derive(Debug, Clone)]
+pub struct MemberStatus {
+    pub name: String,
+    /// The model id it serves (`*` for the catch-all).
+    pub model: String,
+    pub state: Condition,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    /// How long ago the last failure was.
+    pub last_failure: Option<Duration>,
+    pub in_flight: usize,
+    pub max_in_flight: usize,
+}
+
+/// Healthy, cooling down (skipped) for a while yet, or failing (not yet cooling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    Healthy,
+    Cooling(Duration),
+    Failing,
 }
 
 /// One backend to try for a request; report how it went with [`Router::succeeded`] or
@@ -161,13 +186,14 @@ impl Router {
         s.level = 0;
     }
 
-    /// Records a failure; `retry_after` (from a 429) sets the cool-down directly.
-    pub fn failed(&self, attempt: &Attempt<'_>, retry_after: Option<Duration>) {
+    /// Records a failure and why; `retry_after` (from a 429) sets the cool-down directly.
+    pub fn failed(&self, attempt: &Attempt<'_>, retry_after: Option<Duration>, why: &str) {
         let now = Instant::now();
         let mut state = attempt.pool.lock();
         let s = &mut state[attempt.index];
         s.consecutive_failures += 1;
         s.last_failure = Some(now);
+        s.last_error = Some(why.chars().take(200).collect());
         let cool = match retry_after {
             Some(d) => Some(d.min(self.health.max_cooldown)),
             None if s.consecutive_failures >= self.health.failures_before_cooldown => {
@@ -192,6 +218,35 @@ impl Router {
                 s.consecutive_failures
             );
         }
+    }
+
+    /// Every active backend's condition, pools in file order, the catch-all last.
+    pub fn status(&self) -> Vec<MemberStatus> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for pool in self.pools.iter().chain(self.catch_all.iter()) {
+            let state = pool.lock();
+            for (i, member) in pool.members.iter().enumerate() {
+                let s = &state[i];
+                let condition = match s.cooling_until {
+                    Some(until) if until > now => Condition::Cooling(until - now),
+                    _ if s.consecutive_failures > 0 => Condition::Failing,
+                    _ => Condition::Healthy,
+                };
+                let (count, cap) = &pool.in_flight[i];
+                out.push(MemberStatus {
+                    name: member.name.clone(),
+                    model: member.custom_model_id.clone(),
+                    state: condition,
+                    consecutive_failures: s.consecutive_failures,
+                    last_error: s.last_error.clone(),
+                    last_failure: s.last_failure.map(|t| now.saturating_duration_since(t)),
+                    in_flight: count.load(Ordering::Acquire),
+                    max_in_flight: *cap,
+                });
+            }
+        }
+        out
     }
 
     /// The entry that answers for `model` in the model list, if it is listed.
@@ -317,7 +372,7 @@ server:
         let r = router(POOL);
         let plan = r.plan("m").unwrap();
         let a = plan.iter().find(|p| p.backend().name == "a").unwrap();
-        r.failed(a, None);
+        r.failed(a, None, "answered 503");
         for _ in 0..5 {
             assert_eq!(
                 names(&r.plan("m").unwrap()),
@@ -326,7 +381,7 @@ server:
             );
         }
         let plan = r.plan("m").unwrap();
-        r.failed(&plan[0], None);
+        r.failed(&plan[0], None, "answered 503");
         // Both cooling: the least recently failed (a) is tried first, rather than nothing.
         assert_eq!(names(&r.plan("m").unwrap()), ["a", "b"]);
         let plan = r.plan("m").unwrap();

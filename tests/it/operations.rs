@@ -68,11 +68,11 @@ fn metrics_and_health_are_served_on_the_admin_listener_only() {
     let (status, text) = admin_get(port, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     for line in [
-        r#"trae_proxy_requests_total{backend="main",model="m",status="200"} 2"#,
-        r#"trae_proxy_requests_total{backend="up",model="p",status="200"} 1"#,
-        r#"trae_proxy_requests_total{backend="-",model="-",status="404"} 1"#,
-        r#"trae_proxy_tokens_total{backend="main",model="m",kind="prompt"} 22"#,
-        r#"trae_proxy_tokens_total{backend="main",model="m",kind="completion"} 44"#,
+        r#"trae_proxy_requests_total{backend="main",model="m",key="-",status="200"} 2"#,
+        r#"trae_proxy_requests_total{backend="up",model="p",key="-",status="200"} 1"#,
+        r#"trae_proxy_requests_total{backend="-",model="-",key="-",status="404"} 1"#,
+        r#"trae_proxy_tokens_total{backend="main",model="m",key="-",kind="prompt"} 22"#,
+        r#"trae_proxy_tokens_total{backend="main",model="m",key="-",kind="completion"} 44"#,
         r#"trae_proxy_upstream_ttfb_seconds_count{backend="main"} 2"#,
         r#"trae_proxy_upstream_duration_seconds_count{backend="up"} 1"#,
         "trae_proxy_failovers_total 1",

@@ -77,6 +77,8 @@ pub struct Job<'a> {
     pub ask: &'a Ask,
     /// Where the reply's reasoning is remembered, when the backend replays it.
     pub reasoning: Option<&'a ReasoningCache>,
+    /// The proxy asked for the stream's usage, the client did not: take it out again.
+    pub hide_usage: bool,
 }
 
 /// The backend's response head, as the modes use it.

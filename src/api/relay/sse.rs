@@ -15,6 +15,7 @@ use crate::api::endpoint::Endpoint;
 use crate::api::sse::convert::Aggregator;
 use crate::api::sse::parser::Event;
 use crate::api::sse::{self, Item, Parser, rewrite};
+use crate::api::stream_usage;
 use crate::api_error::ApiError;
 use crate::server::{After, BodyStream, Responder};
 use crate::upstream;
@@ -35,6 +36,7 @@ pub fn answer(
         client_model: &job.ask.model,
         endpoint: job.endpoint,
         done: false,
+        hide_usage: job.hide_usage,
         out: Vec::new(),
         capture: job.reasoning.map(|_| Aggregator::new()),
     };
@@ -100,6 +102,8 @@ struct Relayer<'a> {
     endpoint: Endpoint,
     /// `[DONE]` was sent.
     done: bool,
+    /// Take `usage` out of the chunks ([`stream_usage::strip`]).
+    hide_usage: bool,
     out: Vec<u8>,
     /// Folds the chunks into a reply when its reasoning is to be remembered.
     capture: Option<Aggregator>,
@@ -134,14 +138,22 @@ impl Relayer<'_> {
                     };
                     rewrite::encode(&done, None, &mut self.out);
                 }
-                Item::Event(event) => self.data(&event, ctx),
+                Item::Event(event) => {
+                    self.data(&event, ctx);
+                    if ctx.first_token.is_none() {
+                        ctx.first_token = ctx.sent.map(|sent| sent.elapsed());
+                    }
+                }
             }
-            sink.write(&self.out)?;
+            if !self.out.is_empty() {
+                sink.write(&self.out)?;
+            }
         }
         Ok(())
     }
 
-    /// A data event: usage noted, captured, `model` rewritten; not JSON, passed on as it came.
+    /// A data event: usage noted (and taken out if the client did not ask for it), captured,
+    /// `model` rewritten; not JSON, passed on as it came. Leaves `out` empty to drop it.
     fn data(&mut self, event: &Event, ctx: &mut Ctx) {
         let Ok(mut value) = serde_json::from_str::<Value>(&event.data) else {
             rewrite::encode(event, None, &mut self.out);
@@ -157,7 +169,14 @@ impl Relayer<'_> {
                 self.capture = None;
             }
         }
-        if rewrite::set_client_model(&mut value, self.client_model) {
+        let mut changed = false;
+        if self.hide_usage {
+            match stream_usage::strip(&mut value) {
+                Some(stripped) => changed = stripped,
+                None => return,
+            }
+        }
+        if rewrite::set_client_model(&mut value, self.client_model) | changed {
             let data = serde_json::to_string(&value).unwrap_or_default();
             rewrite::encode(event, Some(&data), &mut self.out);
         } else {
