@@ -127,9 +127,10 @@ fn send(out: &Outbound<'_>, backend: &Backend) -> Result<UpstreamResponse, ApiEr
     };
     let how = rewrite(out, backend, mend);
     let (body, restored) = request::upstream_body(&out.fields, &out.ask, &how)?;
+    let sent_stream_options = stream_usage::names_it(&body);
     let response = post(out, backend, body)?;
     let status = response.status().as_u16();
-    let may_learn = backend.reasoning_replay == ReasoningReplay::Auto || how.add_usage;
+    let may_learn = backend.reasoning_replay == ReasoningReplay::Auto || sent_stream_options;
     if !may_learn || !matches!(status, 400 | 422) {
         return Ok(response);
     }
@@ -139,7 +140,7 @@ fn send(out: &Outbound<'_>, backend: &Backend) -> Result<UpstreamResponse, ApiEr
     let tried = Tried {
         mend,
         restored,
-        added_usage: how.add_usage,
+        sent_stream_options,
     };
     if !learn(out, backend, &raw, &tried, status) {
         // Not about what the proxy did: the client gets the backend's answer as it was.
@@ -155,19 +156,20 @@ fn send(out: &Outbound<'_>, backend: &Backend) -> Result<UpstreamResponse, ApiEr
 struct Tried {
     mend: Mend,
     restored: reasoning::Restored,
-    added_usage: bool,
+    /// The body had `stream_options` (the proxy's or the client's).
+    sent_stream_options: bool,
 }
 
 /// Learns from a 400/422 body what the backend refused; whether anything new was learned.
 fn learn(out: &Outbound<'_>, backend: &Backend, raw: &[u8], tried: &Tried, status: u16) -> bool {
     let name = &backend.name;
-    if tried.added_usage
-        && stream_usage::error_names_it(raw)
+    if tried.sent_stream_options
+        && stream_usage::names_it(raw)
         && out.proxy.shared.stream_usage.learn(name)
     {
         warn!(
-            "backend={name:?} refuses stream_options (it answered {status}); streams to it are \
-             sent without asking for usage from now on, and this request again"
+            "backend={name:?} refuses stream_options (it answered {status}); requests to it are \
+             sent without them from now on, and this one again"
         );
         return true;
     }
@@ -208,6 +210,7 @@ fn rewrite<'a>(out: &'a Outbound<'_>, backend: &'a Backend, mend: Mend) -> Rewri
         reasoning: &out.proxy.shared.reasoning,
         mend,
         add_usage: stream_usage::adds(out.ask.include_usage, out.endpoint, refused),
+        drop_stream_options: refused,
     }
 }
 

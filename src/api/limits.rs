@@ -20,6 +20,8 @@ struct Bucket {
     /// Requests that may still be made now (fractional: refilled continuously).
     tokens: f64,
     at: Instant,
+    /// The limit the bucket was last filled for.
+    capacity: f64,
 }
 
 impl Rates {
@@ -31,10 +33,14 @@ impl Rates {
         let bucket = buckets.entry(name.to_owned()).or_insert(Bucket {
             tokens: capacity,
             at: now,
+            capacity,
         });
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        // A lowered limit applies at once: never more in the bucket than the limit.
-        bucket.tokens = (bucket.tokens + elapsed * per_second).min(capacity);
+        // A changed limit applies at once: a raised one adds what it raised, a lowered one
+        // caps what was saved up.
+        let raised = (capacity - bucket.capacity).max(0.0);
+        bucket.capacity = capacity;
+        bucket.tokens = (bucket.tokens + raised + elapsed * per_second).min(capacity);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -81,9 +87,10 @@ mod tests {
         assert_eq!(rates.take("b", 3, t0), Ok(()), "each key its own bucket");
         assert_eq!(rates.take("a", 3, t0 + Duration::from_secs(10)), Err(10));
         assert_eq!(rates.take("a", 3, t0 + Duration::from_secs(20)), Ok(()));
-        // A lower limit after a reload caps what was saved up.
+        // A lower limit after a reload caps what was saved up; a raised one applies at once.
         let later = t0 + Duration::from_secs(600);
         assert_eq!(rates.take("a", 1, later), Ok(()));
         assert_eq!(rates.take("a", 1, later), Err(60));
+        assert_eq!(rates.take("a", 5, later), Ok(()));
     }
 }

@@ -60,6 +60,9 @@ pub struct Rewrite<'a> {
     pub mend: Mend,
     /// Add `stream_options.include_usage` to a stream the client did not ask usage for.
     pub add_usage: bool,
+    /// The backend refuses `stream_options` (it sends usage unasked): none is sent, the
+    /// client's included.
+    pub drop_stream_options: bool,
 }
 
 /// The body for one backend, with what the mending of its history did.
@@ -94,7 +97,9 @@ pub fn upstream_body(
             fields.remove("stream_options");
         }
     }
-    if upstream_stream && how.add_usage {
+    if how.drop_stream_options {
+        fields.remove("stream_options");
+    } else if upstream_stream && how.add_usage {
         // Counting a stream's tokens needs its usage (the relay takes it out again for a
         // client that did not ask); the client's other stream_options stay.
         let mut options = fields

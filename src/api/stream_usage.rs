@@ -3,9 +3,11 @@
 //! stream's tokens the proxy asks for it, and takes back out what the client did not ask for:
 //! the `"usage": null` in every chunk and the usage-only chunk at the end ([`strip`]).
 //!
-//! Some backends refuse the field (Mistral answers 422 `extra_forbidden` and sends usage
-//! anyway). One that answers 400/422 naming `stream_options` when the proxy added it is
-//! remembered ([`Refusals`]) and gets the request again without it.
+//! Some backends refuse the field (Mistral answers 422 `extra_forbidden` and sends usage in a
+//! stream's last chunk unasked). One that answers 400/422 naming `stream_options` to a request
+//! that had it (the proxy's or the client's) is remembered ([`Refusals`]) and gets the request
+//! again without it, and so does every later request: a client that asks for usage still gets
+//! it from such a backend, and is not refused.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -44,7 +46,8 @@ impl Refusals {
     }
 }
 
-pub fn error_names_it(body: &[u8]) -> bool {
+/// Whether a body (an error, or a request as sent) names `stream_options`.
+pub fn names_it(body: &[u8]) -> bool {
     body.windows(b"stream_options".len())
         .any(|w| w == b"stream_options")
 }
@@ -96,7 +99,7 @@ mod tests {
         assert!(r.learn("mistral"));
         assert!(!r.learn("mistral"));
         assert!(r.refused("mistral"));
-        assert!(error_names_it(br#"{"loc":["body","stream_options"]}"#));
-        assert!(!error_names_it(br#"{"error":"bad"}"#));
+        assert!(names_it(br#"{"loc":["body","stream_options"]}"#));
+        assert!(!names_it(br#"{"error":"bad"}"#));
     }
 }

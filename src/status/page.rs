@@ -13,8 +13,8 @@ const REFRESH_SECONDS: u32 = 10;
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0 auto;max-width:980px;\
 padding:12px;color:#1b1f24;background:#fafafa}h1{font-size:20px;margin:0}h2{font-size:16px;\
 margin:22px 0 6px}.sub{color:#57606a}table{border-collapse:collapse;width:100%;background:#fff}\
-th,td{padding:4px 8px;border-bottom:1px solid #e4e7eb;text-align:right;white-space:nowrap}\
-th:first-child,td:first-child{text-align:left}th{background:#f0f2f4;font-weight:600}\
+th,td{padding:4px 6px;border-bottom:1px solid #e4e7eb;text-align:right;white-space:nowrap}\
+th:first-child,td:first-child,.names td:nth-child(-n+3),.names th:nth-child(-n+3){text-align:left}th{background:#f0f2f4;font-weight:600}\
 .wrap{overflow-x:auto}.ok{color:#1a7f37}.warn{color:#9a6700}.bad{color:#cf222e}\
 .err{white-space:normal;text-align:left;color:#57606a;font-size:12px}\
 .cards{display:flex;flex-wrap:wrap;gap:8px}.card{background:#fff;border:1px solid #e4e7eb;\
@@ -83,7 +83,7 @@ fn header(out: &mut String, r: &Value) {
 
 fn backends(out: &mut String, list: &Value) {
     out.push_str(
-        "<h2>Backends</h2><div class=wrap><table><tr><th>backend</th><th>model</th><th>state</th>\
+        "<h2>Backends</h2><div class=wrap><table class=names><tr><th>backend</th><th>model</th><th>state</th>\
          <th>in flight</th><th>requests</th><th>errors</th><th>p50</th><th>p95</th>\
          <th>first token</th><th>tokens</th></tr>",
     );
@@ -183,7 +183,8 @@ fn usage_table(out: &mut String, by: &str, rows: &Value) {
     let _ = write!(
         out,
         "<div class=wrap><table><tr><th>{by}</th><th>requests</th><th>prompt</th>\
-         <th>completion</th><th>reasoning</th><th>cached</th><th>no usage reported</th></tr>"
+         <th>completion</th><th>reasoning</th><th>cached</th>\
+         <th title=\"requests whose backend reported no usage\">unknown</th></tr>"
     );
     if rows.is_empty() {
         out.push_str("<tr><td colspan=7 class=sub>nothing yet</td></tr>");

@@ -207,6 +207,9 @@ fn forced_stream_backend_feeds_a_non_streaming_client() {
     assert_eq!(up["stream_options"]["include_usage"], true);
     let mut expected = canonical_reply();
     expected["model"] = json!("forced-stream");
+    // The stream's usage, details included, is the reply's.
+    expected["usage"]["prompt_tokens_details"] = json!({"cached_tokens": 8});
+    expected["usage"]["completion_tokens_details"] = json!({"reasoning_tokens": 5});
     assert_eq!(r.json(), expected);
 }
 

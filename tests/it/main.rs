@@ -25,7 +25,9 @@ mod operations;
 mod routing;
 mod secrets;
 mod startup;
+mod status;
 mod tunnel;
+mod usage;
 
 use harness::{Proxy, config_yaml};
 use mock::Mock;

@@ -23,7 +23,7 @@
 //! - `kimi-strict`: as `thinking`, and also 400 for `content: ""` beside tool calls (Kimi).
 //! - `strict`: the same weather tool loop from a backend that returns no reasoning and, like
 //!   Mistral, answers 422 `extra_forbidden` for any message field it does not know
-//!   (`reasoning_content` among them).
+//!   (`reasoning_content` among them), and for `stream_options`.
 //! - `strict-reasoning`: as `strict`, but its replies carry `reasoning_content` (an older vLLM
 //!   with a reasoning parser: it returns the field and rejects it back).
 //!
@@ -166,7 +166,7 @@ pub fn canonical_reply() -> Value {
 }
 
 /// The canonical reply as stream chunks, content and arguments split across events.
-fn canonical_chunks(include_usage: bool) -> Vec<Value> {
+pub fn canonical_chunks(include_usage: bool) -> Vec<Value> {
     let chunk = |delta: Value, finish: Value| {
         json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000,
                "model": "upstream-model",
@@ -193,10 +193,16 @@ fn canonical_chunks(include_usage: bool) -> Vec<Value> {
         chunk(json!({}), json!("tool_calls")),
     ];
     if include_usage {
+        // As OpenAI: `"usage": null` in every chunk, then one chunk with the counts only.
+        for c in &mut chunks {
+            c["usage"] = Value::Null;
+        }
         chunks.push(
             json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk",
             "created": 1_700_000_000, "model": "upstream-model", "choices": [],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33}}),
+            "usage": {"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33,
+                      "prompt_tokens_details": {"cached_tokens": 8},
+                      "completion_tokens_details": {"reasoning_tokens": 5}}}),
         );
     }
     chunks
@@ -357,6 +363,15 @@ fn strict<W: Write>(w: &mut W, body: &Value, reasons: bool, stream: bool) -> boo
         "tool_call_id",
         "prefix",
     ];
+    if let Some(options) = body.get("stream_options") {
+        // Mistral refuses stream_options too (and sends usage in a stream unasked).
+        let detail = json!({"object": "error", "type": "invalid_request_error",
+            "message": {"detail": [{"type": "extra_forbidden",
+                "loc": ["body", "stream_options"],
+                "msg": "Extra inputs are not permitted", "input": options}]},
+            "param": null, "code": null});
+        return send_json(w, 422, &[], &detail);
+    }
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
     for (i, m) in messages.iter().enumerate() {
         let role = m["role"].as_str().unwrap_or("");
@@ -461,7 +476,9 @@ fn other_endpoint<W: Write>(w: &mut W, path: &str, stream: bool) -> bool {
                 ),
                 (
                     "response.completed",
-                    json!({"type": "response.completed", "response": {"id": "resp_1", "model": "upstream-model"}}),
+                    json!({"type": "response.completed", "response": {"id": "resp_1", "model": "upstream-model",
+                        "usage": {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12,
+                                  "output_tokens_details": {"reasoning_tokens": 3}}}}),
                 ),
             ] {
                 write_chunk(w, &format!("event: {name}\ndata: {data}\n\n"));
