@@ -27,16 +27,19 @@ pub struct Metrics {
     inner: Mutex<Tables>,
 }
 
-/// Backend -> model -> key name -> label -> count.
-type ByKey<L> = BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<L, u64>>>>;
+/// Backend -> model -> key name -> label -> count. One type for requests (label: status) and
+/// tokens (label: index into [`TOKEN_KINDS`]), so the map code is compiled once.
+type ByKey = BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<u16, u64>>>>;
+
+const TOKEN_KINDS: [&str; 4] = ["prompt", "completion", "reasoning", "cached"];
 
 /// Keyed by backend, then model, then key name: nested so that counting a request looks its
 /// labels up without allocating them (only a first sighting does).
 #[derive(Default)]
 struct Tables {
-    requests: ByKey<u16>,
+    requests: ByKey,
     bytes: BTreeMap<String, u64>,
-    tokens: ByKey<&'static str>,
+    tokens: ByKey,
     cooldowns: BTreeMap<String, u64>,
     busy: BTreeMap<String, u64>,
     ttfb: BTreeMap<String, Histogram>,
@@ -103,12 +106,14 @@ impl Metrics {
         let t = &mut *t;
         count(&mut t.requests, o, o.status, 1);
         with(&mut t.bytes, o.backend, |n| *n += o.bytes);
-        for (kind, n) in [
-            ("prompt", o.tokens.prompt),
-            ("completion", o.tokens.completion),
-            ("reasoning", o.tokens.reasoning),
-            ("cached", o.tokens.cached),
-        ] {
+        let tokens = o.tokens;
+        let counts = [
+            tokens.prompt,
+            tokens.completion,
+            tokens.reasoning,
+            tokens.cached,
+        ];
+        for (kind, n) in (0u16..).zip(counts) {
             if n > 0 {
                 count(&mut t.tokens, o, kind, n);
             }
@@ -147,7 +152,8 @@ impl Metrics {
             }
         }
         for (backend, _, _, kind, n) in flatten(&t.tokens) {
-            if matches!(kind, "prompt" | "completion") {
+            // Prompt and completion; reasoning and cached are parts of them.
+            if kind < 2 {
                 out.entry(backend.to_owned()).or_default().tokens += n;
             }
         }
@@ -300,6 +306,7 @@ impl Metrics {
             "Tokens from the usage the backends reported.",
         );
         for (backend, model, key, kind, n) in flatten(&t.tokens) {
+            let kind = TOKEN_KINDS[usize::from(kind)];
             let _ = writeln!(
                 out,
                 "trae_proxy_tokens_total{{backend=\"{}\",model=\"{}\",key=\"{}\",kind=\"{kind}\"}} {n}",
@@ -350,7 +357,7 @@ impl Histogram {
 }
 
 /// Adds `n` to the request's backend/model/key entry under `label`.
-fn count<L: Ord>(table: &mut ByKey<L>, o: &Observation<'_>, label: L, n: u64) {
+fn count(table: &mut ByKey, o: &Observation<'_>, label: u16, n: u64) {
     with(table, o.backend, |models| {
         with(models, o.model, |keys| {
             with(keys, o.key, |labels| *labels.entry(label).or_default() += n);
@@ -367,7 +374,7 @@ fn with<V: Default>(map: &mut BTreeMap<String, V>, key: &str, f: impl FnOnce(&mu
 }
 
 /// backend -> model -> key -> label -> count, as rows in label order.
-fn flatten<L: Copy>(table: &ByKey<L>) -> impl Iterator<Item = (&str, &str, &str, L, u64)> {
+fn flatten(table: &ByKey) -> impl Iterator<Item = (&str, &str, &str, u16, u64)> {
     table.iter().flat_map(|(backend, models)| {
         models.iter().flat_map(move |(model, keys)| {
             keys.iter().flat_map(move |(key, counts)| {

@@ -5,7 +5,6 @@
 //! full limit. The buckets live as long as the process: a reload keeps them and applies the
 //! new limits.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -13,8 +12,10 @@ use crate::api_error::ApiError;
 use crate::config::AccessKey;
 use crate::usage::{Ledger, day};
 
+/// A bucket per key name that has a rate limit: a handful, so a vector searched in order
+/// (a map would add its code to the binary for nothing).
 #[derive(Default)]
-pub struct Rates(Mutex<HashMap<String, Bucket>>);
+pub struct Rates(Mutex<Vec<(String, Bucket)>>);
 
 struct Bucket {
     /// Requests that may still be made now (fractional: refilled continuously).
@@ -30,11 +31,19 @@ impl Rates {
         let capacity = f64::from(per_minute);
         let per_second = capacity / 60.0;
         let mut buckets = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = buckets.entry(name.to_owned()).or_insert(Bucket {
-            tokens: capacity,
-            at: now,
-            capacity,
-        });
+        let i = match buckets.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                let fresh = Bucket {
+                    tokens: capacity,
+                    at: now,
+                    capacity,
+                };
+                buckets.push((name.to_owned(), fresh));
+                buckets.len() - 1
+            }
+        };
+        let bucket = &mut buckets[i].1;
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         // A changed limit applies at once: a raised one adds what it raised, a lowered one
         // caps what was saved up.

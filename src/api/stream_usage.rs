@@ -9,7 +9,6 @@
 //! again without it, and so does every later request: a client that asks for usage still gets
 //! it from such a backend, and is not refused.
 
-use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use serde_json::Value;
@@ -27,21 +26,26 @@ pub fn adds(client_asked: bool, endpoint: Endpoint, refused: bool) -> bool {
     endpoint_takes_it(endpoint) && !client_asked && !refused
 }
 
-/// Backends (by `name`) that refused `stream_options`.
+/// Backends (by `name`) that refused `stream_options`: a few at most.
 #[derive(Default)]
-pub struct Refusals(Mutex<BTreeSet<String>>);
+pub struct Refusals(Mutex<Vec<String>>);
 
 impl Refusals {
     pub fn refused(&self, backend: &str) -> bool {
-        self.lock().contains(backend)
+        self.lock().iter().any(|b| b == backend)
     }
 
     /// Remembers a refusal; `false` if it was known.
     pub fn learn(&self, backend: &str) -> bool {
-        self.lock().insert(backend.to_owned())
+        let mut known = self.lock();
+        if known.iter().any(|b| b == backend) {
+            return false;
+        }
+        known.push(backend.to_owned());
+        true
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -2,20 +2,18 @@
 //! Reads the file `serve` writes (at most a few seconds behind a running proxy); never writes
 //! it, and a damaged file is reported, not moved (that is `serve`'s to do).
 
-use std::collections::BTreeMap;
-
 use crate::cli::UsageArgs;
 use crate::config::Config;
 use crate::error::Error;
 use crate::output::say;
 use crate::usage::store;
-use crate::usage::{Counts, Row, day};
+use crate::usage::{Counts, Row, day, sum_by};
 
 pub fn run(args: &UsageArgs) -> Result<(), Error> {
-    let group: fn(&Row) -> &str = match args.by.as_str() {
-        "model" => |r| &r.model,
-        "key" => |r| &r.key,
-        "backend" => |r| &r.backend,
+    let group: fn(&Row) -> String = match args.by.as_str() {
+        "model" => |r| r.model.clone(),
+        "key" => |r| r.key.clone(),
+        "backend" => |r| r.backend.clone(),
         other => {
             return Err(Error::Usage(format!(
                 "--by {other:?}: expected model, key or backend"
@@ -42,13 +40,11 @@ pub fn run(args: &UsageArgs) -> Result<(), Error> {
         ))
     })?;
     let first = day::today().saturating_sub(args.days - 1);
-    let rows: Vec<(&Row, &Counts)> = kept.rows.iter().filter(|(r, _)| r.day >= first).collect();
-    let mut totals: BTreeMap<&str, Counts> = BTreeMap::new();
-    let mut per_day: BTreeMap<u32, Counts> = BTreeMap::new();
-    for (row, counts) in &rows {
-        totals.entry(group(row)).or_default().merge(counts);
-        per_day.entry(row.day).or_default().merge(counts);
-    }
+    let rows: Vec<(Row, Counts)> = kept
+        .rows
+        .into_iter()
+        .filter(|(r, _)| r.day >= first)
+        .collect();
     say!(
         "usage from {} to {} (UTC), by {}, from {}",
         day::name(first),
@@ -56,18 +52,17 @@ pub fn run(args: &UsageArgs) -> Result<(), Error> {
         args.by,
         path.display()
     );
-    table(&args.by, totals.iter().map(|(k, c)| ((*k).to_owned(), *c)));
+    table(&args.by, sum_by(&rows, &group));
     say!("");
-    table(
-        "day",
-        per_day.iter().rev().map(|(d, c)| (day::name(*d), *c)),
-    );
+    // Newest day first; `YYYY-MM-DD` sorts as the days do.
+    let mut per_day = sum_by(&rows, &|r| day::name(r.day));
+    per_day.reverse();
+    table("day", per_day);
     Ok(())
 }
 
 /// One line per entry and a total; "unknown" counts requests whose backend reported no usage.
-fn table(first: &str, lines: impl Iterator<Item = (String, Counts)>) {
-    let lines: Vec<(String, Counts)> = lines.collect();
+fn table(first: &str, lines: Vec<(String, Counts)>) {
     let width = lines
         .iter()
         .map(|(k, _)| k.chars().count())

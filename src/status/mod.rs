@@ -7,7 +7,6 @@
 
 pub mod page;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
 use crate::upstream::route::{Condition, MemberStatus, Router};
-use crate::usage::{Counts, Ledger, Row, day};
+use crate::usage::{Counts, Ledger, Row, day, sum_by};
 
 /// What the page is made from; the router is the running configuration's.
 pub struct Sources {
@@ -36,7 +35,11 @@ pub fn report(sources: &Sources, router: &Router) -> Value {
         .map(|m| backend(m, figures.get(&m.name), now))
         .collect();
     let month = sources.ledger.rows_since(day::month_start(today));
-    let todays: Vec<&(Row, Counts)> = month.iter().filter(|(r, _)| r.day == today).collect();
+    let todays: Vec<(Row, Counts)> = month
+        .iter()
+        .filter(|(r, _)| r.day == today)
+        .cloned()
+        .collect();
     let (requests, errors) = figures
         .values()
         .fold((0, 0), |(r, e), f| (r + f.requests, e + f.errors));
@@ -52,13 +55,13 @@ pub fn report(sources: &Sources, router: &Router) -> Value {
         "usage": {
             "today": {
                 "day": day::name(today),
-                "by_model": grouped(todays.iter().copied(), |r| &r.model),
-                "by_key": grouped(todays.iter().copied(), |r| &r.key),
+                "by_model": grouped(&todays, |r| &r.model),
+                "by_key": grouped(&todays, |r| &r.key),
             },
             "month": {
                 "from": day::name(day::month_start(today)),
-                "by_model": grouped(month.iter(), |r| &r.model),
-                "by_key": grouped(month.iter(), |r| &r.key),
+                "by_model": grouped(&month, |r| &r.model),
+                "by_key": grouped(&month, |r| &r.key),
             },
         },
         "hours": sources.ledger.last_hours(now).iter().map(|h| json!({
@@ -95,16 +98,9 @@ fn backend(m: &MemberStatus, figures: Option<&crate::metrics::BackendFigures>, n
 }
 
 /// Usage rows summed by one field, largest token count first.
-fn grouped<'r>(
-    rows: impl Iterator<Item = &'r (Row, Counts)>,
-    field: fn(&Row) -> &String,
-) -> Vec<Value> {
-    let mut sums: BTreeMap<&str, Counts> = BTreeMap::new();
-    for (row, counts) in rows {
-        sums.entry(field(row)).or_default().merge(counts);
-    }
-    let mut sums: Vec<(&str, Counts)> = sums.into_iter().collect();
-    sums.sort_by(|a, b| b.1.tokens().cmp(&a.1.tokens()).then(a.0.cmp(b.0)));
+fn grouped(rows: &[(Row, Counts)], field: fn(&Row) -> &String) -> Vec<Value> {
+    let mut sums = sum_by(rows, &|r| field(r).clone());
+    sums.sort_by(|a, b| b.1.tokens().cmp(&a.1.tokens()).then(a.0.cmp(&b.0)));
     sums.iter()
         .map(|(name, c)| {
             json!({

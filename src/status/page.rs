@@ -127,7 +127,8 @@ fn backends(out: &mut String, list: &Value) {
     out.push_str("</table></div>");
 }
 
-/// Two bar charts, requests and tokens per hour, oldest hour left.
+/// Two bar charts, requests and tokens per hour, oldest hour left. Whole-number coordinates:
+/// float formatting would cost the binary 4 KiB for nothing a screen shows.
 fn chart(out: &mut String, hours: &Value, now: u64) {
     let hours = hours.as_array().map_or(&[][..], Vec::as_slice);
     out.push_str("<h2>Last 24 hours</h2>");
@@ -137,8 +138,8 @@ fn chart(out: &mut String, hours: &Value, now: u64) {
             .map(|h| h[series].as_u64().unwrap_or(0))
             .collect();
         let max = values.iter().copied().max().unwrap_or(0).max(1);
-        let (w, h, top, bottom) = (960.0, 150.0, 18.0, 20.0);
-        let slot = w / values.len().max(1) as f64;
+        let (w, h, top, bottom) = (960u64, 150u64, 18u64, 20u64);
+        let slot = w / (values.len().max(1) as u64);
         let _ = write!(
             out,
             "<svg id=chart-{series} viewBox=\"0 0 {w} {h}\" width=100% role=img \
@@ -146,24 +147,25 @@ fn chart(out: &mut String, hours: &Value, now: u64) {
              {series} per hour (max {max})</text>"
         );
         for (i, v) in values.iter().enumerate() {
-            let bar = (h - top - bottom) * (*v as f64) / (max as f64);
+            let x = i as u64 * slot;
+            // Rounded up: an hour with any traffic shows at least a pixel.
+            let bar = ((h - top - bottom) * v).div_ceil(max);
             let start = hours[i]["start"].as_u64().unwrap_or(0);
             let _ = write!(
                 out,
-                "<rect x={:.1} y={:.1} width={:.1} height={:.1} fill={color}>\
+                "<rect x={} y={} width={} height={bar} fill={color}>\
                  <title>{} UTC: {v} {series}</title></rect>",
-                i as f64 * slot + 1.0,
+                x + 1,
                 h - bottom - bar,
-                slot - 2.0,
-                bar,
+                slot - 2,
                 hour(start),
             );
             if i % 6 == 0 {
                 let _ = write!(
                     out,
-                    "<text x={:.1} y={} font-size=11 fill=#57606a>{}</text>",
-                    i as f64 * slot + 2.0,
-                    h - 5.0,
+                    "<text x={} y={} font-size=11 fill=#57606a>{}</text>",
+                    x + 2,
+                    h - 5,
                     hour(start)
                 );
             }
@@ -171,8 +173,8 @@ fn chart(out: &mut String, hours: &Value, now: u64) {
         let _ = write!(
             out,
             "<text x={} y={} font-size=11 fill=#57606a text-anchor=end>now {}</text></svg>",
-            w - 4.0,
-            h - 5.0,
+            w - 4,
+            h - 5,
             hour(now)
         );
     }
@@ -225,8 +227,11 @@ fn number(v: &Value) -> String {
 
 fn millis(v: &Value) -> String {
     match v.as_u64() {
-        Some(ms) if ms >= 10_000 => format!("{:.0} s", ms as f64 / 1000.0),
-        Some(ms) if ms >= 1000 => format!("{:.1} s", ms as f64 / 1000.0),
+        Some(ms) if ms >= 10_000 => format!("{} s", (ms + 500) / 1000),
+        Some(ms) if ms >= 1000 => {
+            let tenths = (ms + 50) / 100;
+            format!("{}.{} s", tenths / 10, tenths % 10)
+        }
         Some(ms) => format!("{ms} ms"),
         None => "–".to_owned(),
     }
@@ -303,6 +308,10 @@ mod tests {
         assert!(html.contains("requests per hour (max 23)"));
         assert!(html.contains("<td>gpt-4o</td><td>2</td><td>10</td><td>5</td>"));
         assert!(html.contains("nothing yet"));
+        assert!(
+            html.contains("<td>420 ms</td><td>1.8 s</td><td>–</td>"),
+            "{html}"
+        );
         assert!(html.contains("http-equiv=refresh") && !html.contains("<script"));
         assert!(
             !html.contains("http://") && !html.contains("https://"),

@@ -213,6 +213,20 @@ impl Ledger {
     }
 }
 
+/// Rows summed by what `group` makes of each, in the order of that text. (A sorted vector,
+/// not a map: the groups are few, and one instance of this serves every table.)
+pub fn sum_by(rows: &[(Row, Counts)], group: &dyn Fn(&Row) -> String) -> Vec<(String, Counts)> {
+    let mut sums: Vec<(String, Counts)> = Vec::new();
+    for (row, counts) in rows {
+        let name = group(row);
+        match sums.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
+            Ok(i) => sums[i].1.merge(counts),
+            Err(i) => sums.insert(i, (name, *counts)),
+        }
+    }
+    sums
+}
+
 impl Row {
     /// Sorts before every row of `day`.
     fn first_of(day: u32) -> Row {
@@ -263,6 +277,22 @@ mod tests {
         assert_eq!(ledger.tokens_of_key("alice", 20_425), 10);
         assert_eq!(ledger.tokens_of_key("bob", 20_424), 0);
         assert_eq!(ledger.rows_since(20_425).len(), 1);
+    }
+
+    #[test]
+    fn sums_by_any_field_in_name_order() {
+        let ledger = Ledger::default();
+        ledger.record(DAY, "m2", "b", "bob", tokens(1, 1));
+        ledger.record(DAY, "m1", "b", "alice", tokens(2, 2));
+        ledger.record(DAY, "m2", "b", "alice", tokens(3, 3));
+        let rows = ledger.rows_since(0);
+        let by_key = sum_by(&rows, &|r| r.key.clone());
+        let names: Vec<(&str, u64)> = by_key
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.tokens()))
+            .collect();
+        assert_eq!(names, [("alice", 10), ("bob", 2)]);
+        assert_eq!(sum_by(&rows, &|r| r.backend.clone()).len(), 1);
     }
 
     #[test]

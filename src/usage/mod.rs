@@ -9,5 +9,5 @@ pub mod ledger;
 pub mod store;
 mod tokens;
 
-pub use ledger::{Counts, Ledger, Row};
+pub use ledger::{Counts, Ledger, Row, sum_by};
 pub use tokens::Tokens;
