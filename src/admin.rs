@@ -20,6 +20,8 @@ use crate::status;
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub status: OnceLock<Box<dyn Fn() -> Value + Send + Sync>>,
+    /// Reloads the config file (`POST /reload`, from this machine only): the outcome in words.
+    pub reload: OnceLock<Box<dyn Fn() -> Result<String, String> + Send + Sync>>,
 }
 
 /// A request head larger than this is not a scrape.
@@ -35,7 +37,8 @@ pub fn start(addr: SocketAddr, admin: Arc<Admin>) -> Result<SocketAddr, Error> {
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                if let Err(e) = answer(conn, &admin) {
+                let local = conn.peer_addr().is_ok_and(|p| p.ip().is_loopback());
+                if let Err(e) = answer(conn, &admin, local) {
                     debug!("admin request failed: {e}");
                 }
             }
@@ -43,7 +46,8 @@ pub fn start(addr: SocketAddr, admin: Arc<Admin>) -> Result<SocketAddr, Error> {
     Ok(bound)
 }
 
-fn answer(mut conn: TcpStream, admin: &Admin) -> io::Result<()> {
+/// One request; `local` when it came from this machine (loopback).
+fn answer(mut conn: TcpStream, admin: &Admin, local: bool) -> io::Result<()> {
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut head = Vec::new();
@@ -77,11 +81,31 @@ fn answer(mut conn: TcpStream, admin: &Admin) -> io::Result<()> {
             "text/html; charset=utf-8",
             status::page::render(&report()),
         ),
+        // The one mechanism for every OS (Windows has no SIGHUP): `trae-proxy reload` posts
+        // here. Only from this machine: the listener may be on the LAN for Prometheus.
+        (b"POST", b"/reload") if !local => (
+            "403 Forbidden",
+            "text/plain",
+            "reload is accepted from this machine only\n".to_owned(),
+        ),
+        (b"POST", b"/reload") => match admin.reload.get().map(|reload| reload()) {
+            Some(Ok(done)) => ("200 OK", "text/plain", format!("{done}\n")),
+            Some(Err(why)) => (
+                "500 Internal Server Error",
+                "text/plain",
+                format!("{why}\n"),
+            ),
+            None => (
+                "503 Service Unavailable",
+                "text/plain",
+                "starting\n".to_owned(),
+            ),
+        },
         (b"GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
         _ => (
             "405 Method Not Allowed",
             "text/plain",
-            "GET only\n".to_owned(),
+            "GET only (and POST /reload)\n".to_owned(),
         ),
     };
     write!(

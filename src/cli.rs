@@ -27,6 +27,7 @@ pub enum Command {
     Doctor(DoctorArgs),
     Mock(MockArgs),
     Usage(UsageArgs),
+    Reload(ReloadArgs),
 }
 
 fn default_config() -> PathBuf {
@@ -351,6 +352,17 @@ pub struct UsageArgs {
     /// group by model (the default), key or backend
     #[argh(option, default = "String::from(\"model\")")]
     pub by: String,
+}
+
+/// Make the running proxy read its config file again (as SIGHUP does), through its admin
+/// listener on this machine; works on every OS.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "reload")]
+pub struct ReloadArgs {
+    /// config file (default: ./config.yaml): the one the proxy runs with; its
+    /// server.admin_bind says where to ask
+    #[argh(option, short = 'c', default = "default_config()")]
+    pub config: PathBuf,
 }
 
 /// The config file of a command whose `--config` may come before or after its action

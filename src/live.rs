@@ -47,18 +47,27 @@ impl Live {
         }
     }
 
-    /// Reloads, logging the outcome; never fails the running server.
-    pub fn reload(&self) {
+    /// Reloads, logging the outcome; never fails the running server. The outcome in words,
+    /// for `trae-proxy reload` (an error names what to fix, never a key).
+    pub fn reload(&self) -> Result<String, String> {
         match self.try_reload() {
-            Ok(()) => {}
-            Err(e) => error!(
-                "reload of {} failed; the running configuration stays: {e}",
+            Ok(models) => Ok(format!(
+                "reloaded {}; models: {models}",
                 self.args.config.display()
-            ),
+            )),
+            Err(e) => {
+                let why = format!(
+                    "reload of {} failed; the running configuration stays: {e}",
+                    self.args.config.display()
+                );
+                error!("{why}");
+                Err(why)
+            }
         }
     }
 
-    fn try_reload(&self) -> Result<(), Error> {
+    /// The new configuration in use; its model list.
+    fn try_reload(&self) -> Result<String, Error> {
         let config = load_config(&self.args)?;
         let key = certified_key(&config)?;
         let running = Arc::clone(&self.proxy.read().unwrap_or_else(|p| p.into_inner()));
@@ -71,17 +80,10 @@ impl Live {
         for setting in needs_restart(&running, &config) {
             warn!("reload: {setting} changed; restart the proxy to apply it");
         }
-        info!(
-            "reloaded {}; models: {}",
-            self.args.config.display(),
-            self.proxy
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .router
-                .model_list()
-        );
+        let models = self.proxy().router.model_list();
+        info!("reloaded {}; models: {models}", self.args.config.display());
         *running = config;
-        Ok(())
+        Ok(models)
     }
 }
 

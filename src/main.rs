@@ -99,5 +99,6 @@ fn run(cli: Cli) -> Result<(), error::Error> {
         Some(Command::Doctor(args)) => cmd::doctor::run(&args),
         Some(Command::Mock(args)) => cmd::mock::run(&args),
         Some(Command::Usage(args)) => cmd::usage::run(&args),
+        Some(Command::Reload(args)) => cmd::reload::run(&args),
     }
 }

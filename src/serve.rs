@@ -54,6 +54,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     let admin = Arc::new(Admin {
         metrics: Arc::clone(&metrics),
         status: OnceLock::new(),
+        reload: OnceLock::new(),
     });
     if let Some(addr) = config.server.admin_bind {
         let bound = admin::start(addr, Arc::clone(&admin))?;
@@ -117,9 +118,13 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     let _ = admin.status.set(Box::new(move || {
         status::report(&sources, &current.proxy().router)
     }));
+    let reloader = Arc::clone(&live);
+    let _ = admin.reload.set(Box::new(move || reloader.reload()));
     let lifecycle = Arc::new(Lifecycle::default());
     let reloader = Arc::clone(&live);
-    signals::watch(Arc::clone(&lifecycle), move || reloader.reload())?;
+    signals::watch(Arc::clone(&lifecycle), move || {
+        let _ = reloader.reload();
+    })?;
     let renewer = Arc::clone(&live);
     std::thread::Builder::new()
         .name("cert-check".to_owned())

@@ -9,4 +9,5 @@ pub mod check;
 pub mod doctor;
 pub mod domain;
 pub mod mock;
+pub mod reload;
 pub mod usage;

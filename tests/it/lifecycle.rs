@@ -206,3 +206,61 @@ fn with_its_log_pipe_closed_the_proxy_serves_reloads_and_stops_on_sigterm() {
         "SIGTERM still stops it"
     );
 }
+
+/// `trae-proxy reload`, the way to reload on every OS: it asks the admin listener, which
+/// answers with the outcome; a broken file is reported to the command with what to fix.
+#[test]
+fn the_reload_command_reloads_through_the_admin_listener_and_reports_a_broken_file() {
+    let mock = Mock::start();
+    let admin = "  admin_bind: 127.0.0.1:0\n";
+    let mut proxy = Proxy::start(&config_yaml(&mock.url(), &standard_apis(), admin));
+    // The command reads admin_bind from the file: give it the port the proxy got.
+    let port = proxy.logged_port("admin listener");
+    let admin = format!("  admin_bind: 127.0.0.1:{port}\n");
+    let config = proxy.dir().join("config.yaml");
+    let config = config.to_str().unwrap().to_owned();
+    let extra = format!(
+        "{}\n  - {{name: added, endpoint: \"{}\", custom_model_id: added-model, target_model_id: chat}}",
+        standard_apis(),
+        mock.url()
+    );
+    proxy.write_config(&config_yaml(&mock.url(), &extra, &admin));
+    let (code, out, err) = crate::harness::run(&["reload", "--config", &config], proxy.dir());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("reloaded") && out.contains("added-model"),
+        "{out}"
+    );
+    let r = roundtrip(
+        proxy.port,
+        &proxy.ca_path(),
+        &chat_request(r#"{"model":"added-model","messages":[]}"#, ""),
+    );
+    assert_eq!(r.status, 200, "the new entry serves at once");
+
+    // A file the proxy cannot use (a certificate folder that is a file): the command fails
+    // with the proxy's reason, and the running configuration stays.
+    std::fs::write(proxy.dir().join("not-a-dir"), "x").unwrap();
+    let broken = config_yaml(&mock.url(), &extra, &admin)
+        .replace("server:\n", "server:\n  cert_dir: not-a-dir\n");
+    proxy.write_config(&broken);
+    let (code, _, err) = crate::harness::run(&["reload", "--config", &config], proxy.dir());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the running configuration stays"), "{err}");
+    let r = roundtrip(
+        proxy.port,
+        &proxy.ca_path(),
+        &chat_request(r#"{"model":"added-model","messages":[]}"#, ""),
+    );
+    assert_eq!(r.status, 200);
+
+    // Without an admin listener the command says what to do.
+    proxy.write_config(&config_yaml(&mock.url(), &extra, ""));
+    let (code, _, err) = crate::harness::run(&["reload", "--config", &config], proxy.dir());
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("admin_bind") && err.contains("kill -HUP"),
+        "{err}"
+    );
+    assert!(proxy.is_running());
+}
