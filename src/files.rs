@@ -1,8 +1,14 @@
 //! Writing files so that a crash or a full disk never leaves half a file behind, and secrets are
 //! never readable by others, not even for an instant.
+//!
+//! Permissions are Unix modes. On Windows there are none to set: a new file takes the access
+//! list of its folder, and the folders under a user's profile (where the proxy's folder belongs
+//! there) are that user's, SYSTEM's and the administrators' only; the mode arguments are
+//! ignored and the "readable by others" checks answer false. See docs/operations.md.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
+#[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -17,13 +23,16 @@ pub const MODE_PUBLIC: u32 = 0o644;
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let tmp = temp_sibling(path);
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        options.mode(mode);
+        let mut file = options.open(&tmp)?;
         // The mode given to open() is filtered by the umask; set it exactly.
+        #[cfg(unix)]
         file.set_permissions(fs::Permissions::from_mode(mode))?;
+        #[cfg(not(unix))]
+        let _ = mode;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -40,6 +49,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 }
 
 /// Folders of secrets: owner only, so nobody else can read a key or swap a certificate.
+#[cfg_attr(not(unix), allow(dead_code))]
 pub const MODE_PRIVATE_DIR: u32 = 0o700;
 
 /// Creates `dir` (and missing parents) owner-only, exactly: the mode given to mkdir is filtered
@@ -49,21 +59,32 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(MODE_PRIVATE_DIR)
-        .create(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(MODE_PRIVATE_DIR))
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(MODE_PRIVATE_DIR);
+    builder.create(dir)?;
+    #[cfg(unix)]
+    fs::set_permissions(dir, fs::Permissions::from_mode(MODE_PRIVATE_DIR))?;
+    Ok(())
+}
+
+/// The permission bits of `path` (Windows: [`MODE_SECRET`], as nothing wider is set there).
+pub fn mode_of(path: &Path) -> io::Result<u32> {
+    #[cfg(unix)]
+    return fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
+    #[cfg(not(unix))]
+    return fs::metadata(path).map(|_| MODE_SECRET);
 }
 
 /// Whether anyone but the owner may write `path` (false when it cannot be checked).
 pub fn writable_by_others(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o022 != 0)
+    mode_of(path).is_ok_and(|m| m & 0o022 != 0)
 }
 
 /// Whether anyone but the owner may read `path` (false when it cannot be checked).
 pub fn readable_by_others(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+    mode_of(path).is_ok_and(|m| m & 0o077 != 0)
 }
 
 fn temp_sibling(path: &Path) -> PathBuf {

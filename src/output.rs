@@ -33,7 +33,8 @@ pub fn complain(args: fmt::Arguments<'_>) {
 
 /// The reader went away (exit 0: it had what it wanted), or stdout failed otherwise (exit 1).
 fn ended(e: &io::Error) -> ! {
-    if e.kind() == io::ErrorKind::BrokenPipe {
+    // Windows says ERROR_NO_DATA (232, mapped to BrokenPipe) or ERROR_PIPE_NOT_CONNECTED (233).
+    if e.kind() == io::ErrorKind::BrokenPipe || (cfg!(windows) && e.raw_os_error() == Some(233)) {
         std::process::exit(0);
     }
     complain(format_args!("trae-proxy: cannot write to stdout: {e}"));

@@ -122,9 +122,14 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     let _ = admin.reload.set(Box::new(move || reloader.reload()));
     let lifecycle = Arc::new(Lifecycle::default());
     let reloader = Arc::clone(&live);
-    signals::watch(Arc::clone(&lifecycle), move || {
-        let _ = reloader.reload();
-    })?;
+    let drain = settings.shutdown_timeout;
+    signals::watch(
+        Arc::clone(&lifecycle),
+        move || {
+            let _ = reloader.reload();
+        },
+        drain,
+    )?;
     let renewer = Arc::clone(&live);
     std::thread::Builder::new()
         .name("cert-check".to_owned())

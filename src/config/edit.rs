@@ -6,7 +6,6 @@
 //! Keys keep their order. Comments are not kept: the file is rewritten from its parsed form.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_norway::{Mapping, Value};
@@ -103,9 +102,7 @@ impl ConfigFile {
             problems,
         })?;
         // A config may hold API keys: never widen its permissions, not even for the backup.
-        let mode = fs::metadata(&self.path)
-            .map(|m| m.permissions().mode() & 0o777)
-            .unwrap_or(MODE_SECRET);
+        let mode = crate::files::mode_of(&self.path).unwrap_or(MODE_SECRET);
         let backup = backup_path(&self.path);
         write_atomic(&backup, self.original.as_bytes(), mode).map_err(|source| Error::FileIo {
             path: backup.clone(),

@@ -1,6 +1,6 @@
-//! The operating system calls std has no safe wrapper for, and the only module of the crate
-//! with unsafe code: a worker giving back the stack pages a long stream does not need, and the
-//! limit on open files.
+//! The operating system calls std has no safe wrapper for, and (with the Windows half of
+//! `sys.rs`) the only module of the crate with unsafe code: a worker giving back the stack
+//! pages a long stream does not need, the limit on open files, and Windows' stop events.
 //!
 //! Stack: a request touches its deepest stack while it is sent — ureq's `run` and its connector
 //! chain alone have frames of 14 and 11.6 KiB — and a touched page stays resident for the
@@ -133,6 +133,54 @@ pub fn raise_open_files_limit() -> Option<u64> {
     {
         None
     }
+}
+
+/// Windows: runs `on_stop` on the system's console-control thread for Ctrl+C, Ctrl+Break and
+/// the console window closing (the stop signals there). It returns at once for Ctrl+C and
+/// Ctrl+Break; for a closing console, the system ends the process when the handler returns,
+/// so it waits there for the drain (at most `wait`; Windows itself allows about 5 s).
+#[cfg(windows)]
+pub fn on_console_stop(
+    on_stop: Box<dyn Fn(&'static str) + Send + Sync>,
+    wait: std::time::Duration,
+) -> std::io::Result<()> {
+    use std::sync::OnceLock;
+
+    type Handler = unsafe extern "system" fn(u32) -> i32;
+    #[link(name = "kernel32")]
+    unsafe extern "system" {
+        fn SetConsoleCtrlHandler(handler: Option<Handler>, add: i32) -> i32;
+    }
+    static STOP: OnceLock<(Box<dyn Fn(&'static str) + Send + Sync>, std::time::Duration)> =
+        OnceLock::new();
+    const CTRL_C: u32 = 0;
+    const CTRL_BREAK: u32 = 1;
+    const CTRL_CLOSE: u32 = 2;
+
+    unsafe extern "system" fn handler(kind: u32) -> i32 {
+        let Some((on_stop, wait)) = STOP.get() else {
+            return 0;
+        };
+        match kind {
+            CTRL_C => on_stop("Ctrl+C"),
+            CTRL_BREAK => on_stop("Ctrl+Break"),
+            CTRL_CLOSE => {
+                on_stop("console closed");
+                std::thread::sleep(*wait);
+            }
+            // Log-off and shutdown: a service's concern; the default handling ends us.
+            _ => return 0,
+        }
+        1
+    }
+
+    let _ = STOP.set((on_stop, wait));
+    // SAFETY: `handler` is a plain function that lives as long as the process; the call only
+    // adds it to the process's list.
+    if unsafe { SetConsoleCtrlHandler(Some(handler), 1) } == 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

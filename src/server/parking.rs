@@ -32,7 +32,7 @@ use super::intake::{Limits, Step};
 use super::limits::{BodyBudget, Clients, client_key};
 use super::pool::{Returns, WorkQueue};
 use super::respond::raw_error;
-use super::sys::Source;
+use super::sys::{REARM, Source};
 use super::{Settings, admit};
 use crate::api_error::ApiError;
 use crate::error::Error;
@@ -239,7 +239,17 @@ impl Parking {
             };
             let (sock, peer) = match listener.socket.accept() {
                 Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if REARM {
+                        let token = Token(FIRST_LISTENER + which);
+                        let _ = self.poll.registry().reregister(
+                            &mut Source(&listener.socket),
+                            token,
+                            Interest::READABLE,
+                        );
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and friends: leave the rest in the backlog until something closes.
@@ -416,7 +426,17 @@ impl Parking {
             match io::Read::read(&mut parked.conn.sock, &mut sink) {
                 Ok(0) => return self.end(index, Ending::Gone),
                 Ok(_) => parked.lingering = Some(Instant::now()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if REARM {
+                        let token = Token(index + FIRST_CONN);
+                        let _ = self.poll.registry().reregister(
+                            &mut Source(&parked.conn.sock),
+                            token,
+                            Interest::READABLE,
+                        );
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.end(index, Ending::Gone),
             }
@@ -476,7 +496,7 @@ impl Parking {
                     parked.idle_since = None;
                     parked.deadline = parked.deadline.min(Instant::now() + head_timeout);
                 }
-                if writing != parked.writing {
+                if writing != parked.writing || REARM {
                     parked.writing = writing;
                     let interest = if writing {
                         Interest::READABLE | Interest::WRITABLE

@@ -280,6 +280,13 @@ impl std::fmt::Display for Reason {
     }
 }
 
+/// std reports resolver failures as an uncategorised io::Error: on Unix with the text below,
+/// on Windows with WSAHOST_NOT_FOUND (11001) or WSANO_DATA (11004).
+fn is_host_not_found(io: &io::Error) -> bool {
+    io.to_string().contains("lookup address")
+        || (cfg!(windows) && matches!(io.raw_os_error(), Some(11001 | 11004)))
+}
+
 /// The one wording of a backend failure, for the proxy's errors and `doctor` alike.
 pub fn reason(e: &ureq::Error) -> Reason {
     let failed = Reason::Failed;
@@ -291,10 +298,7 @@ pub fn reason(e: &ureq::Error) -> Reason {
         ureq::Error::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused => {
             failed("connection refused")
         }
-        // std reports resolver failures as an uncategorised io::Error with this text.
-        ureq::Error::Io(io) if io.to_string().contains("lookup address") => {
-            failed("host name not found")
-        }
+        ureq::Error::Io(io) if is_host_not_found(io) => failed("host name not found"),
         ureq::Error::Tls(_) | ureq::Error::Rustls(_) => failed("TLS handshake failed"),
         // rustls errors during the handshake arrive wrapped in io::Error.
         ureq::Error::Io(io)

@@ -18,12 +18,10 @@
 //! (RFC 9112, section 9.3.1).
 
 use std::io::{self, Read, Write};
-use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use socket2::SockRef;
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, ShutdownHandle,
     Transport,
@@ -192,16 +190,32 @@ impl Transport for BackendTcp {
     /// Open when nothing is waiting to be read: not the end of the stream (the backend closed
     /// it), not bytes nobody asked for (a reply longer than it said).
     fn is_open(&mut self) -> bool {
-        let mut probe = [MaybeUninit::<u8>::uninit()];
-        let open = match SockRef::from(&*self.stream)
-            .recv_with_flags(&mut probe, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-        {
+        let open = match peek_now(&self.stream) {
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
             Ok(_) => false,
         };
         self.reused_unanswered = open;
         open
     }
+}
+
+/// Peeks at one byte without waiting: `WouldBlock` when nothing is there.
+#[cfg(unix)]
+fn peek_now(stream: &TcpStream) -> io::Result<usize> {
+    use socket2::SockRef;
+    use std::mem::MaybeUninit;
+    let mut probe = [MaybeUninit::<u8>::uninit()];
+    // One system call, the socket's blocking mode untouched.
+    SockRef::from(stream).recv_with_flags(&mut probe, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+}
+
+/// Windows has no per-call MSG_DONTWAIT: the socket is non-blocking for the peek.
+#[cfg(not(unix))]
+fn peek_now(stream: &TcpStream) -> io::Result<usize> {
+    stream.set_nonblocking(true)?;
+    let peeked = stream.peek(&mut [0u8]);
+    stream.set_nonblocking(false)?;
+    peeked
 }
 
 /// Sets the socket's timeout to `timeout` unless the one set is at most 1/64 longer. ureq asks

@@ -53,6 +53,23 @@ pub fn command() -> Command {
     }
 }
 
+/// Whether the binary under test is a Windows build (run under wine): no signals, no Unix
+/// permissions, no privileged ports there.
+pub fn windows() -> bool {
+    binary().ends_with(".exe")
+}
+
+/// How often `serve` writes the usage file when it changed (bookkeeping.rs).
+pub const USAGE_WRITE_EVERY: Duration = Duration::from_secs(5);
+
+/// For a test about something Windows does not have: true (and a note) on a Windows build.
+pub fn not_on_windows(what: &str) -> bool {
+    if windows() {
+        eprintln!("not on Windows ({what}): skipped");
+    }
+    windows()
+}
+
 /// Whether the binary runs under an emulator (`TRAE_PROXY_TEST_RUNNER`), whose own memory is
 /// what /proc shows for the process.
 pub fn emulated() -> bool {

@@ -46,6 +46,9 @@ fn start_hanging_request(proxy: &Proxy) {
 
 #[test]
 fn sigterm_lets_streams_finish_refuses_new_connections_and_exits_0() {
+    if crate::harness::not_on_windows("signals") {
+        return;
+    }
     let mock = Mock::start();
     let mut proxy = Proxy::start(&config_yaml(&mock.url(), &standard_apis(), ""));
     // An idle keep-alive connection must not hold the exit up.
@@ -97,6 +100,9 @@ fn a_second_signal_exits_at_once() {
 
 #[test]
 fn drain_gives_up_after_the_shutdown_timeout() {
+    if crate::harness::not_on_windows("signals") {
+        return;
+    }
     let mock = Mock::start();
     let mut proxy = Proxy::start(&config_yaml(
         &mock.url(),
@@ -121,6 +127,9 @@ fn drain_gives_up_after_the_shutdown_timeout() {
 
 #[test]
 fn sighup_reloads_for_new_requests_and_leaves_streams_alone() {
+    if crate::harness::not_on_windows("signals; `reload` is tested instead") {
+        return;
+    }
     let mock = Mock::start();
     let yaml = config_yaml(&mock.url(), &standard_apis(), "");
     let mut proxy = Proxy::start(&yaml);
@@ -168,6 +177,9 @@ fn sighup_reloads_for_new_requests_and_leaves_streams_alone() {
 
 #[test]
 fn with_its_log_pipe_closed_the_proxy_serves_reloads_and_stops_on_sigterm() {
+    if crate::harness::not_on_windows("signals") {
+        return;
+    }
     // A log shipper restarts, `| tee` dies: stderr is a pipe with no reader. Every log write
     // fails from then on; that must cost the log line, not a thread (the signal thread among
     // them: SIGTERM used to be ignored after its first failed write).

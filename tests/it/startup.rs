@@ -10,6 +10,9 @@ use crate::standard_apis;
 
 #[test]
 fn port_443_without_privilege_says_how_to_fix_it() {
+    if crate::harness::not_on_windows("privileged ports") {
+        return;
+    }
     let dir = TempDir::new("priv");
     let yaml = "domain: api.openai.com\napis: []\nserver:\n  port: 443\n  bind: 127.0.0.1\n";
     std::fs::write(dir.path().join("config.yaml"), yaml).unwrap();
@@ -160,6 +163,9 @@ fn under_systemd_log_lines_carry_the_level_but_no_second_timestamp() {
 
 #[test]
 fn the_open_files_limit_is_raised_and_max_connections_fits_what_is_left() {
+    if crate::harness::not_on_windows("rlimits") {
+        return;
+    }
     use std::io::Read;
     let dir = crate::harness::TempDir::new("nofile");
     std::fs::write(

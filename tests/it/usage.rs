@@ -190,18 +190,37 @@ fn key_limits_answer_429_with_retry_after_and_a_reload_keeps_counts_and_applies_
     assert_eq!(today(&report, "by_key", "bob")["prompt"], 22);
 
     // A reload: alice may make 100 a minute now; bob's spent tokens are still spent.
-    proxy.write_config(&yaml(
-        &mock,
-        &KEYS.replace("requests_per_minute: 2", "requests_per_minute: 100"),
+    // (`trae-proxy reload`, which works on every OS, with the admin port the proxy got.)
+    let admin = proxy.logged_port("admin listener");
+    let raised = KEYS.replace("requests_per_minute: 2", "requests_per_minute: 100");
+    proxy.write_config(&yaml(&mock, &raised).replace(
+        "admin_bind: 127.0.0.1:0",
+        &format!("admin_bind: 127.0.0.1:{admin}"),
     ));
-    proxy.signal("HUP");
-    proxy.wait_for_log("reloaded ");
+    let config = proxy.dir().join("config.yaml");
+    let (code, out, err) = run(
+        &["reload", "--config", config.to_str().unwrap()],
+        proxy.dir(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
     assert_eq!(chat(&proxy, "alice-secret-key", json!({})).status, 200);
     assert_eq!(chat(&proxy, "bob-secret-key", json!({})).status, 429);
     assert_eq!(
         today(&status_json(&proxy), "by_key", "alice")["requests"],
         3
     );
+}
+
+/// SIGTERM right after the requests: well within the 5 s between writes, so only the
+/// shutdown writes them. Windows has no SIGTERM: there the periodic write must have them
+/// when the process is killed, as a crash would.
+fn stop(proxy: &mut Proxy) {
+    if crate::harness::windows() {
+        std::thread::sleep(crate::harness::USAGE_WRITE_EVERY + Duration::from_millis(700));
+    } else {
+        proxy.signal("TERM");
+        assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
+    }
 }
 
 #[test]
@@ -212,9 +231,7 @@ fn totals_survive_sigterm_and_restarts_and_a_damaged_file_is_set_aside() {
     for _ in 0..2 {
         assert_eq!(chat(&proxy, "sk-any", json!({})).status, 200);
     }
-    // SIGTERM right away: well within the 5 s between writes, so only the shutdown writes it.
-    proxy.signal("TERM");
-    assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
+    stop(&mut proxy);
     let dir = proxy.stop_keep_dir();
     let file = dir.path().join("ca/usage.tsv");
     let text = std::fs::read_to_string(&file).unwrap();
@@ -230,9 +247,12 @@ fn totals_survive_sigterm_and_restarts_and_a_damaged_file_is_set_aside() {
         text.contains(&format!("D\t{day}\tgpt-4o\tmain\t-\t2\t0\t22\t44\t0\t0\n")),
         "{text}"
     );
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    #[cfg(unix)]
+    if !crate::harness::windows() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
 
     // The command reads it, grouped as asked.
     let config = dir.path().join("config.yaml");
@@ -267,8 +287,7 @@ fn totals_survive_sigterm_and_restarts_and_a_damaged_file_is_set_aside() {
         today(&status_json(&proxy), "by_model", "gpt-4o")["requests"],
         3
     );
-    proxy.signal("TERM");
-    assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
+    stop(&mut proxy);
     let dir = proxy.stop_keep_dir();
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("\tgpt-4o\tmain\t-\t3\t0\t33\t66\t"), "{text}");
