@@ -25,11 +25,16 @@ if [ "${INSTALL_DEPS:-0}" = 1 ]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mingw-w64 >/dev/null
     }
-    command -v cargo-zigbuild >/dev/null || python3 -m pip install --quiet \
-        "ziglang==$ZIGLANG_VERSION" "cargo-zigbuild==$CARGO_ZIGBUILD_VERSION" \
-        || python3 -m pip install --quiet --break-system-packages \
+    # A virtualenv of its own (as interop/run.sh does): no system pip, no system packages.
+    venv=target/zigbuild-venv
+    if [ ! -x "$venv/bin/cargo-zigbuild" ]; then
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check \
             "ziglang==$ZIGLANG_VERSION" "cargo-zigbuild==$CARGO_ZIGBUILD_VERSION"
+    fi
 fi
+# cargo-zigbuild finds zig through `python3 -m ziglang`: the venv's python first.
+[ -x target/zigbuild-venv/bin/cargo-zigbuild ] && export PATH="$PWD/target/zigbuild-venv/bin:$PATH"
 
 mkdir -p dist
 for target in "${targets[@]}"; do
