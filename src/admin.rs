@@ -19,7 +19,8 @@ use crate::status;
 /// listener is bound before: its address must be known to the proxy's tunnel rules).
 pub struct Admin {
     pub metrics: Arc<Metrics>,
-    pub status: OnceLock<Box<dyn Fn() -> Value + Send + Sync>>,
+    /// The status report as JSON text.
+    pub status: OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
     /// Reloads the config file (`POST /reload`, from this machine only): the outcome in words.
     pub reload: OnceLock<Box<dyn Fn() -> Result<String, String> + Send + Sync>>,
 }
@@ -67,7 +68,12 @@ fn answer(mut conn: TcpStream, admin: &Admin, local: bool) -> io::Result<()> {
     );
     // The page refreshes itself with the same URL; a query string changes nothing.
     let path = path.split(|b| *b == b'?').next().unwrap_or_default();
-    let report = || admin.status.get().map_or(Value::Null, |report| report());
+    let report = || {
+        admin
+            .status
+            .get()
+            .map_or_else(|| "null".to_owned(), |report| report())
+    };
     let (status, content_type, body) = match (method, path) {
         (b"GET", b"/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
         (b"GET", b"/metrics") => (
@@ -75,12 +81,15 @@ fn answer(mut conn: TcpStream, admin: &Admin, local: bool) -> io::Result<()> {
             "text/plain; version=0.0.4",
             admin.metrics.render(),
         ),
-        (b"GET", b"/status.json") => ("200 OK", "application/json", report().to_string()),
-        (b"GET", b"/") => (
-            "200 OK",
-            "text/html; charset=utf-8",
-            status::page::render(&report()),
-        ),
+        (b"GET", b"/status.json") => ("200 OK", "application/json", report()),
+        (b"GET", b"/") => {
+            let report = serde_json::from_str(&report()).unwrap_or(Value::Null);
+            (
+                "200 OK",
+                "text/html; charset=utf-8",
+                status::page::render(&report),
+            )
+        }
         // The one mechanism for every OS (Windows has no SIGHUP): `trae-proxy reload` posts
         // here. Only from this machine: the listener may be on the LAN for Prometheus.
         (b"POST", b"/reload") if !local => (

@@ -97,7 +97,7 @@ fn the_status_page_renders_in_a_browser_with_backends_states_and_the_chart() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !admin_get(admin, "/status.json")
         .1
-        .contains("\"in_flight\":0")
+        .contains("\"in_flight\":0}")
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(20));
