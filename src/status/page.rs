@@ -138,12 +138,13 @@ fn chart(out: &mut String, hours: &Value, now: u64) {
             .map(|h| h[series].as_u64().unwrap_or(0))
             .collect();
         let max = values.iter().copied().max().unwrap_or(0).max(1);
-        let (w, h, top, bottom) = (960u64, 150u64, 18u64, 20u64);
+        // Text sized for a phone, where the chart is drawn at about 0.4 of these units.
+        let (w, h, top, bottom) = (960u64, 200u64, 30u64, 30u64);
         let slot = w / (values.len().max(1) as u64);
         let _ = write!(
             out,
             "<svg id=chart-{series} viewBox=\"0 0 {w} {h}\" width=100% role=img \
-             aria-label=\"{series} per hour\"><text x=6 y=13 font-size=12 fill=#57606a>\
+             aria-label=\"{series} per hour\"><text x=6 y=22 font-size=22 fill=#57606a>\
              {series} per hour (max {max})</text>"
         );
         for (i, v) in values.iter().enumerate() {
@@ -163,18 +164,18 @@ fn chart(out: &mut String, hours: &Value, now: u64) {
             if i % 6 == 0 {
                 let _ = write!(
                     out,
-                    "<text x={} y={} font-size=11 fill=#57606a>{}</text>",
+                    "<text x={} y={} font-size=20 fill=#57606a>{}</text>",
                     x + 2,
-                    h - 5,
+                    h - 6,
                     hour(start)
                 );
             }
         }
         let _ = write!(
             out,
-            "<text x={} y={} font-size=11 fill=#57606a text-anchor=end>now {}</text></svg>",
+            "<text x={} y={} font-size=20 fill=#57606a text-anchor=end>now {}</text></svg>",
             w - 4,
-            h - 5,
+            h - 6,
             hour(now)
         );
     }
