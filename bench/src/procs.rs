@@ -153,12 +153,16 @@ pub fn proxy_config(dir: &Path, port: u16, backend: u16) {
 
 pub fn start_proxy(binary: &Path, dir: &Path, port: u16) -> Server {
     let started = Instant::now();
-    // BENCH_PROXY_LOG=FILE keeps the proxy's log (info level) for a look at what a run did.
+    // BENCH_PROXY_LOG=FILE keeps the proxies' logs (info level, appended, one after another)
+    // for a look at what a run did.
     let (level, log) = match std::env::var_os("BENCH_PROXY_LOG") {
-        Some(path) => (
-            "info",
-            std::fs::File::create(path).map_or(Stdio::null(), Stdio::from),
-        ),
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path);
+            ("info", file.map_or(Stdio::null(), Stdio::from))
+        }
         None => ("warn", Stdio::null()),
     };
     let mut child = Command::new(binary)
