@@ -43,14 +43,12 @@ impl Bookkeeper {
                 Default::default()
             }
         };
-        let mut days: Vec<u32> = kept.rows.keys().map(|r| r.day).collect();
-        days.dedup();
-        if !days.is_empty() {
-            info!(
-                "usage totals of {} day(s) read from {}",
-                days.len(),
-                path.display()
-            );
+        if !kept.rows.is_empty() {
+            info!("usage totals of {} day(s) read", {
+                let mut days: Vec<u32> = kept.rows.keys().map(|r| r.day).collect();
+                days.dedup();
+                days.len()
+            });
         }
         Bookkeeper {
             path,
