@@ -127,7 +127,9 @@ fn send(out: &Outbound<'_>, backend: &Backend) -> Result<UpstreamResponse, ApiEr
     };
     let how = rewrite(out, backend, mend);
     let (body, restored) = request::upstream_body(&out.fields, &out.ask, &how)?;
-    let sent_stream_options = stream_usage::names_it(&body);
+    // From what was decided, not by scanning the body (a long history is many KiB).
+    let sent_stream_options =
+        !how.drop_stream_options && (how.add_usage || out.fields.contains("stream_options"));
     let response = post(out, backend, body)?;
     let status = response.status().as_u16();
     let may_learn = backend.reasoning_replay == ReasoningReplay::Auto || sent_stream_options;

@@ -50,7 +50,7 @@ impl Refusals {
     }
 }
 
-/// Whether a body (an error, or a request as sent) names `stream_options`.
+/// Whether an error body names `stream_options`.
 pub fn names_it(body: &[u8]) -> bool {
     body.windows(b"stream_options".len())
         .any(|w| w == b"stream_options")
