@@ -32,7 +32,7 @@ use super::intake::{Limits, Step};
 use super::limits::{BodyBudget, Clients, client_key};
 use super::pool::{Returns, WorkQueue};
 use super::respond::raw_error;
-use super::sys::{REARM, Source};
+use super::sys::{self, REARM, Source};
 use super::{Settings, admit};
 use crate::api_error::ApiError;
 use crate::error::Error;
@@ -240,14 +240,9 @@ impl Parking {
             let (sock, peer) = match listener.socket.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if REARM {
-                        let token = Token(FIRST_LISTENER + which);
-                        let _ = self.poll.registry().reregister(
-                            &mut Source(&listener.socket),
-                            token,
-                            Interest::READABLE,
-                        );
-                    }
+                    let token = Token(FIRST_LISTENER + which);
+                    let registry = self.poll.registry();
+                    sys::rearm(registry, &listener.socket, token, Interest::READABLE);
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -427,14 +422,9 @@ impl Parking {
                 Ok(0) => return self.end(index, Ending::Gone),
                 Ok(_) => parked.lingering = Some(Instant::now()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if REARM {
-                        let token = Token(index + FIRST_CONN);
-                        let _ = self.poll.registry().reregister(
-                            &mut Source(&parked.conn.sock),
-                            token,
-                            Interest::READABLE,
-                        );
-                    }
+                    let token = Token(index + FIRST_CONN);
+                    let registry = self.poll.registry();
+                    sys::rearm(registry, &parked.conn.sock, token, Interest::READABLE);
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

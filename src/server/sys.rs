@@ -7,8 +7,9 @@
 //! socket gets a mio `TcpStream` view of the same handle, kept here until deregistered and
 //! then given back without closing the socket. mio on Windows also reports a readiness once
 //! until the socket is registered again (it stands in for edge triggering by watching the I/O
-//! done through its own types, which ours is not): [`REARM`] tells the parking loop to
-//! re-register after each event.
+//! done through its own types, which ours is not): the parking loop calls [`rearm`] where a
+//! socket is drained, and re-registers after each event where it sets interests anyway
+//! ([`REARM`]).
 
 use std::io;
 
@@ -16,6 +17,14 @@ use mio::{Interest, Registry, Token};
 
 /// Whether a socket must be registered again after each of its events.
 pub const REARM: bool = cfg!(windows);
+
+/// Where a socket was read until `WouldBlock`: on Windows, arms it again for `interest`; on
+/// Unix nothing (the registration stands). A failure shows at the socket's deadline.
+pub fn rearm<T: AsHandle>(registry: &Registry, sock: &T, token: Token, interest: Interest) {
+    if REARM {
+        let _ = imp::reregister(sock, registry, token, interest);
+    }
+}
 
 #[cfg(unix)]
 mod imp {
