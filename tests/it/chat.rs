@@ -150,12 +150,7 @@ fn forced_non_stream_backend_feeds_a_streaming_client() {
         "stream_options is invalid without stream"
     );
 
-    let data = r.sse_data();
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = r.sse_chunks();
     let mut content = String::new();
     let mut reasoning = String::new();
     let mut args = String::new();

@@ -110,6 +110,21 @@ impl Response {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
+    /// The JSON chunks of a stream that ends with one `data: [DONE]`, in order.
+    pub fn sse_chunks(&self) -> Vec<serde_json::Value> {
+        let data = self.sse_data();
+        assert_eq!(
+            data.last().map(String::as_str),
+            Some("[DONE]"),
+            "{}",
+            self.text()
+        );
+        data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
     /// The `data:` payloads of the SSE body, in order.
     pub fn sse_data(&self) -> Vec<String> {
         self.text()
@@ -125,10 +140,15 @@ impl Response {
     }
 }
 
-/// A POST with a JSON body and the headers an OpenAI SDK sends.
+/// A chat completion POST with a JSON body and the headers an OpenAI SDK sends.
 pub fn chat_request(body: &str, extra_headers: &str) -> Vec<u8> {
+    post_request("/v1/chat/completions", "sk-test-key", body, extra_headers)
+}
+
+/// A POST of a JSON body to `path` with `key` as its Bearer token.
+pub fn post_request(path: &str, key: &str, body: &str, extra_headers: &str) -> Vec<u8> {
     format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nAuthorization: Bearer sk-test-key\r\n\
+        "POST {path} HTTP/1.1\r\nHost: api.openai.com\r\nAuthorization: Bearer {key}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}",
         body.len()
     )

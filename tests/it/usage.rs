@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::client::{Response, roundtrip};
+use crate::client::{Response, post_request, roundtrip};
 use crate::harness::{Proxy, config_yaml, run};
 use crate::mock::{Mock, canonical_chunks};
 use crate::operations::admin_get;
@@ -27,13 +27,8 @@ fn yaml(mock: &Mock, keys: &str) -> String {
 }
 
 fn post(proxy: &Proxy, path: &str, key: &str, body: &Value) -> Response {
-    let body = body.to_string();
-    let raw = format!(
-        "POST {path} HTTP/1.1\r\nHost: api.openai.com\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    roundtrip(proxy.port, &proxy.ca_path(), raw.as_bytes())
+    let raw = post_request(path, key, &body.to_string(), "");
+    roundtrip(proxy.port, &proxy.ca_path(), &raw)
 }
 
 fn chat(proxy: &Proxy, key: &str, extra: Value) -> Response {
@@ -81,12 +76,7 @@ fn every_endpoint_and_mode_is_counted_and_clients_see_the_stream_they_asked_for(
     assert_eq!(r.status, 200, "{}", r.text());
     let sent = mock.requests()[0].json();
     assert_eq!(sent["stream_options"], json!({"include_usage": true}));
-    let data = r.sse_data();
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = r.sse_chunks();
     let mut expected = canonical_chunks(false);
     for c in &mut expected {
         c["model"] = json!("gpt-4o");
@@ -99,10 +89,10 @@ fn every_endpoint_and_mode_is_counted_and_clients_see_the_stream_they_asked_for(
         PLAIN_KEY,
         json!({"stream": true, "stream_options": {"include_usage": true}}),
     );
-    let data = r.sse_data();
-    let last: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    let chunks = r.sse_chunks();
+    let last = chunks.last().unwrap();
     assert_eq!(last["usage"]["total_tokens"], 33, "{}", r.text());
-    let first: Value = serde_json::from_str(&data[0]).unwrap();
+    let first = &chunks[0];
     assert!(first.get("usage").is_some_and(Value::is_null));
 
     // Plain JSON, embeddings, a Responses stream (usage inside response.completed), and a
