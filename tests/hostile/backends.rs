@@ -5,6 +5,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use crate::client::{chat_request, connect, roundtrip};
+use crate::harness::rss_kib;
 use crate::{proxy_with, quick_chat};
 
 #[test]
@@ -48,15 +49,6 @@ fn a_hung_backend_takes_only_its_share_and_other_models_are_served() {
         rx.try_recv().is_err(),
         "the four on the hung backend still wait"
     );
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
 }
 
 #[test]

@@ -6,6 +6,17 @@ use std::time::{Duration, Instant};
 use crate::client::{connect, connect_from, get_request, read_response, roundtrip};
 use crate::{proxy_with, quick_chat};
 
+/// The proxy closed `conn`: it reads to its end (within 2 s) without a byte.
+fn assert_closed(conn: &mut BufReader<crate::client::Tls>, what: &str) {
+    conn.get_mut()
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{what}");
+}
+
 #[test]
 fn idle_connections_make_room_for_new_ones_oldest_first() {
     // Before, a full house of idle keep-alive connections refused every newcomer for as long
@@ -22,15 +33,7 @@ fn idle_connections_make_room_for_new_ones_oldest_first() {
     let r = roundtrip(proxy.port, &proxy.ca_path(), &get_request("/v1/models"));
     assert_eq!(r.status, 200, "a newcomer gets in");
     // The oldest idle connection made room; the newest is still usable.
-    let oldest = idle.first_mut().unwrap();
-    oldest
-        .get_mut()
-        .sock
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let mut rest = Vec::new();
-    let _ = oldest.read_to_end(&mut rest);
-    assert!(rest.is_empty(), "the oldest was closed");
+    assert_closed(idle.first_mut().unwrap(), "the oldest was closed");
     let newest = idle.last_mut().unwrap();
     newest
         .get_mut()
@@ -108,13 +111,5 @@ fn a_client_over_its_share_loses_its_own_longest_idle_connection_first() {
         .write_all(&get_request("/v1/models"))
         .unwrap();
     assert_eq!(read_response(&mut fourth).unwrap().status, 200);
-    let oldest = idle.first_mut().unwrap();
-    oldest
-        .get_mut()
-        .sock
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let mut rest = Vec::new();
-    let _ = oldest.read_to_end(&mut rest);
-    assert!(rest.is_empty(), "the oldest was closed");
+    assert_closed(idle.first_mut().unwrap(), "the oldest was closed");
 }

@@ -4,16 +4,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::client::{chat_request, connect, roundtrip};
+use crate::harness::rss_kib;
 use crate::{proxy_with, quick_chat};
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
-}
 
 #[test]
 fn clients_that_stop_reading_are_cut_after_the_write_deadline_and_cost_bounded_memory() {

@@ -59,6 +59,13 @@ pub fn windows() -> bool {
     binary().ends_with(".exe")
 }
 
+/// A process's resident memory in KiB (VmRSS from /proc).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// How often `serve` writes the usage file when it changed (bookkeeping.rs).
 pub const USAGE_WRITE_EVERY: Duration = Duration::from_secs(5);
 

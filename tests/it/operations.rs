@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::client::{chat_request, connect, get_request, read_response, roundtrip};
-use crate::harness::{Proxy, config_yaml, emulated};
+use crate::harness::{Proxy, config_yaml, emulated, rss_kib};
 use crate::mock::Mock;
 use crate::{setup_with, standard_apis};
 
@@ -126,12 +126,6 @@ fn garbage_labelled_as_a_stream_is_survived() {
     );
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["object"], "chat.completion");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[test]
