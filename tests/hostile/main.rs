@@ -45,3 +45,17 @@ pub fn proxy_with(server_extra: &str) -> (Mock, Proxy) {
 pub fn quick_chat() -> Vec<u8> {
     client::chat_request(r#"{"model":"gpt-4o","messages":[]}"#, "")
 }
+
+/// Five ordinary clients, one after another, each answered 200 within 2 s while `while_what`.
+pub fn ordinary_clients_are_served(proxy: &Proxy, while_what: &str) {
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let r = client::roundtrip(proxy.port, &proxy.ca_path(), &quick_chat());
+        assert_eq!(r.status, 200, "{while_what}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "served in {:?} {while_what}",
+            started.elapsed()
+        );
+    }
+}
