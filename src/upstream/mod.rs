@@ -189,10 +189,13 @@ fn agent(
         .timeout_per_write(Some(timeouts.read))
         // Keep enough connections for reuse under load, not one per worker after a burst: each
         // idle one holds its buffers and a socket, and its buffers keep the allocator's pages
-        // around them resident: after 256 streams, 16 idle connections per backend kept 0.4 MiB
-        // more than 8 (median of 6 runs each), with no throughput difference at 32 clients.
+        // around them resident. 16 per backend: with 8, 32 clients at once opened a new backend
+        // connection for 6% of their requests (closing another one each time; for a remote
+        // backend, a TLS handshake too), with 16 for 0.4%, and the proxy's CPU per request fell
+        // by about a tenth (docs/performance.md). 64 kept 1.5-3 MiB more after 256 streams; 16
+        // kept about as much as 8 (4.4 against 4.2-4.4 MiB).
         .max_idle_connections(64)
-        .max_idle_connections_per_host(workers.clamp(1, 8))
+        .max_idle_connections_per_host(workers.clamp(1, 16))
         .max_idle_age(Duration::from_secs(50))
         // Small buffers, not ureq's 128 KiB: a streaming response is relayed a read at a time,
         // and with hundreds of streams the buffers would be most of the memory. The input

@@ -35,6 +35,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +65,8 @@ impl Recorded {
 pub struct Mock {
     pub port: u16,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// Connections accepted so far: how many the proxy opened.
+    pub connections: Arc<AtomicUsize>,
     /// PEM of the TLS mock's certificate (its own trust anchor).
     pub cert_pem: Option<String>,
 }
@@ -104,9 +107,12 @@ impl Mock {
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = Arc::clone(&requests);
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::clone(&connections);
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let _ = conn.set_nodelay(true);
                 let recorded = Arc::clone(&recorded);
                 let tls = tls.clone();
@@ -122,6 +128,7 @@ impl Mock {
         Mock {
             port,
             requests,
+            connections,
             cert_pem: None,
         }
     }
@@ -135,6 +142,10 @@ impl Mock {
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 

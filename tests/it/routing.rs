@@ -50,6 +50,48 @@ fn pool_spreads_requests_by_weight() {
     assert_eq!(models["data"].as_array().unwrap().len(), 1);
 }
 
+/// A team's worth of requests at once to one backend reuse their backend connections round
+/// after round: with 8 kept per backend, every round after the first opened 8 new ones (a TCP
+/// and, for a remote backend, a TLS handshake each) and closed 8 others.
+#[test]
+fn sixteen_requests_at_once_keep_their_backend_connections() {
+    const CLIENTS: usize = 16;
+    let mock = Mock::start();
+    let proxy = start(
+        &format!(
+            r#"  - {{name: a, endpoint: "{}", custom_model_id: m, target_model_id: chat-slow}}"#,
+            mock.url()
+        ),
+        "",
+    );
+    let stream = chat_request(r#"{"model":"m","stream":true,"messages":[]}"#, "");
+    let barrier = std::sync::Barrier::new(CLIENTS);
+    let mut after_round = Vec::new();
+    for _ in 0..3 {
+        // Streams of over a second (200 ms between events), started together: all sixteen are
+        // at the backend at once, even under emulation.
+        std::thread::scope(|s| {
+            for _ in 0..CLIENTS {
+                s.spawn(|| {
+                    barrier.wait();
+                    let reply = roundtrip(proxy.port, &proxy.ca_path(), &stream);
+                    assert_eq!(reply.status, 200);
+                    assert!(reply.text().contains("[DONE]"));
+                });
+            }
+        });
+        after_round.push(mock.connections());
+    }
+    assert!(
+        after_round[0] >= CLIENTS,
+        "the first round needs a connection per stream: {after_round:?}"
+    );
+    assert_eq!(
+        after_round[2], after_round[0],
+        "later rounds opened backend connections: {after_round:?}"
+    );
+}
+
 #[test]
 fn failover_past_refused_and_500_backends_then_skip_them_while_cooling() {
     let (failing, good) = (Mock::start(), Mock::start());
