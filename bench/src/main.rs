@@ -1,7 +1,8 @@
 //! `cargo run --release -p bench` — what trae-proxy adds, side by side with nginx, on this
 //! machine, with the method printed beside the figures. `--smoke` runs a short version (CI);
 //! `--json PATH` writes the results (default `target/bench/results.json`); `--binary PATH`
-//! measures that build instead of building one. Without it the build we ship is measured, the
+//! measures that build instead of building one; `--load SECONDS CLIENTS` runs only the
+//! throughput rounds (for a profiler attached to the printed process ids). Without it the build we ship is measured, the
 //! static musl one, when this machine can build it (rustup's musl target and its C compiler,
 //! as cross/build-static.sh installs them); otherwise the glibc build, with a note.
 //!
@@ -113,6 +114,29 @@ fn main() {
         hostile::burst(&ours, theirs.as_ref(), n, pace);
         return;
     }
+    if let Some(w) = args.windows(3).find(|w| w[0] == "--load") {
+        // `--load SECONDS CLIENTS`: only throughput rounds, trae-proxy then nginx, with their
+        // process ids printed first (for `perf record -p`).
+        let (secs, clients) = (w[1].parse().unwrap_or(10), w[2].parse().unwrap_or(32));
+        eprintln!("trae-proxy pid {pid}, nginx pids {nginx_pids:?}");
+        std::thread::sleep(Duration::from_secs(1));
+        let length = Duration::from_secs(secs);
+        let o = throughput(&ours, &our_pids, clients, length);
+        let n = theirs.map(|t| throughput(&t, &nginx_pids, clients, length));
+        for (name, r) in [("trae-proxy", Some(o)), ("nginx", n)] {
+            if let Some(r) = r {
+                println!(
+                    "{name:>10}: {:>8.0} req/s, p99 {:>7.0} µs, CPU {:>5.1} µs/req ({:.0} kernel), {:.2} switches/req",
+                    r.rps,
+                    us(r.p99),
+                    r.cpu_us,
+                    r.system_us,
+                    r.switches
+                );
+            }
+        }
+        return;
+    }
     if args.iter().any(|a| a == "--hostile") {
         hostile::run(
             &ours,
@@ -128,11 +152,13 @@ fn main() {
     let lat_ours = latency(&ours, plan.latency_requests);
     let lat_nginx = theirs.as_ref().map(|t| latency(t, plan.latency_requests));
 
-    eprintln!("2/5 throughput at 32 and 128 clients ...");
+    eprintln!("2/5 throughput at 4, 32 and 128 clients ...");
     // Rounds of trae-proxy then nginx, back to back, so that a drift of this shared machine's
     // speed hits both; the round with the median ratio is the one reported.
     let mut throughput_rows = Vec::new();
-    for clients in [32usize, 128] {
+    // 4 clients as well: where a thread per connection costs least, so that how the cost per
+    // request grows with the number of connections shows beside nginx's.
+    for clients in [4usize, 32, 128] {
         let mut rounds: Vec<_> = (0..plan.throughput_rounds)
             .map(|_| {
                 let o = throughput(&ours, &our_pids, clients, plan.throughput_for);
@@ -244,12 +270,14 @@ fn main() {
             ))
         );
         println!(
-            "               per request: trae-proxy CPU {:>5.1} µs, {:.2} context switches{}",
+            "               per request: trae-proxy CPU {:>5.1} µs ({:.0} in the kernel), {:.2} context switches{}",
             o.cpu_us,
+            o.system_us,
             o.switches,
             n.map_or(String::new(), |n| format!(
-                "   nginx CPU {:>5.1} µs, {:.2} context switches   CPU ratio {:.2}, p99 ratio {:.2}",
+                "   nginx CPU {:>5.1} µs ({:.0} in the kernel), {:.2} context switches   CPU ratio {:.2}, p99 ratio {:.2}",
                 n.cpu_us,
+                n.system_us,
                 n.switches,
                 o.cpu_us / n.cpu_us,
                 us(o.p99) / us(n.p99)
@@ -312,7 +340,7 @@ fn main() {
         binary.display()
     );
 
-    let at32 = &throughput_rows[0];
+    let at32 = &throughput_rows[1];
     let budgets = [
         ("added latency p50 <= 60 us", us(added_p50) <= 60.0),
         ("added latency p99 <= 200 us", us(added_p99) <= 200.0),
@@ -375,9 +403,11 @@ fn main() {
         "throughput": throughput_rows.iter().map(|(c, o, n, ratios)| json!({
             "clients": c, "trae_proxy_rps": o.rps, "trae_proxy_p99_us": us(o.p99),
             "trae_proxy_cpu_us_per_request": o.cpu_us,
+            "trae_proxy_system_cpu_us_per_request": o.system_us,
             "trae_proxy_context_switches_per_request": o.switches,
             "nginx_rps": n.map(|n| n.rps), "nginx_p99_us": n.map(|n| us(n.p99)),
             "nginx_cpu_us_per_request": n.map(|n| n.cpu_us),
+            "nginx_system_cpu_us_per_request": n.map(|n| n.system_us),
             "nginx_context_switches_per_request": n.map(|n| n.switches),
             "round_ratios": n.map(|_| ratios),
         })).collect::<Vec<Value>>(),
@@ -560,6 +590,8 @@ struct Round {
     rps: f64,
     p99: Duration,
     cpu_us: f64,
+    /// The part of `cpu_us` spent in the kernel (system time): TCP, wake-ups, scheduling.
+    system_us: f64,
     switches: f64,
 }
 
@@ -592,10 +624,15 @@ fn throughput(target: &Target, pids: &[u32], clients: usize, length: Duration) -
         .collect();
     let elapsed = started.elapsed().as_secs_f64();
     let requests = all.len().max(1) as f64;
+    let (user, system) = {
+        let after = procs::cpu_seconds(pids);
+        (after.0 - cpu.0, after.1 - cpu.1)
+    };
     Round {
         rps: all.len() as f64 / elapsed,
         p99: summarize(&mut all).p99,
-        cpu_us: (procs::cpu_seconds(pids) - cpu) * 1e6 / requests,
+        cpu_us: (user + system) * 1e6 / requests,
+        system_us: system * 1e6 / requests,
         switches: procs::context_switches(pids).saturating_sub(switches) as f64 / requests,
     }
 }

@@ -68,8 +68,8 @@ pub fn family(pid: u32) -> Vec<u32> {
     pids
 }
 
-/// CPU time used so far (user + system) by these processes, in seconds.
-pub fn cpu_seconds(pids: &[u32]) -> f64 {
+/// CPU time used so far by these processes, in seconds: (user, system).
+pub fn cpu_seconds(pids: &[u32]) -> (f64, f64) {
     // Linux reports it in clock ticks of 1/100 s (USER_HZ) on every architecture we run on.
     const TICKS_PER_SECOND: f64 = 100.0;
     pids.iter()
@@ -86,9 +86,12 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(0)
             };
-            (field(11) + field(12)) as f64 / TICKS_PER_SECOND
+            (
+                field(11) as f64 / TICKS_PER_SECOND,
+                field(12) as f64 / TICKS_PER_SECOND,
+            )
         })
-        .sum()
+        .fold((0.0, 0.0), |(u, s), (pu, ps)| (u + pu, s + ps))
 }
 
 /// Context switches so far (voluntary and not) of every thread of these processes.
