@@ -357,10 +357,13 @@ fn memory_goes_back_after_a_burst_of_concurrent_streams() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(
-        threads_and_fds(proxy.pid()).0,
-        threads_before,
-        "the burst's workers should have ended"
+    // At most as many as before, not exactly: a worker started for the warm-up request (when
+    // it came before the first two workers were waiting) retires in the same spell (CI saw 7
+    // threads before and 6 after).
+    let threads_after = threads_and_fds(proxy.pid()).0;
+    assert!(
+        threads_after <= threads_before,
+        "the burst's workers should have ended: {threads_before} -> {threads_after} threads"
     );
     let after = rss_kib(proxy.pid());
     if emulated() {
