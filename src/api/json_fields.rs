@@ -147,22 +147,19 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 /// Whether arrays and objects in `text` nest at most `max` levels, counting outside strings.
 /// Malformed text passes: the parser that follows reports it.
+///
+/// Every request and reply body is scanned, and a chat history is mostly string contents: a
+/// string is skipped by searching for its next quote or backslash rather than stepping through a
+/// state machine byte by byte. On a 92 KB history that took 2.4-2.5 ns a byte, this takes
+/// 0.9-1.3 (x86_64, release build; the `depth_scan_speed` test), and `Fields::parse` as a whole
+/// 1.7 instead of about 3.2.
 pub fn within_depth(text: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in text {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut rest = text;
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
         match b {
-            b'"' => in_string = true,
+            b'"' => rest = after_string(rest),
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -176,9 +173,98 @@ pub fn within_depth(text: &[u8], max: usize) -> bool {
     true
 }
 
+/// What follows the string whose opening quote came just before `text` (nothing when it does
+/// not end).
+fn after_string(mut text: &[u8]) -> &[u8] {
+    while let Some(i) = text.iter().position(|&c| c == b'"' || c == b'\\') {
+        let Some((&special, tail)) = text.get(i..).and_then(<[u8]>::split_first) else {
+            break;
+        };
+        if special == b'"' {
+            return tail;
+        }
+        // A backslash escapes the byte after it, whatever it is.
+        text = tail.get(1..).unwrap_or_default();
+    }
+    &[]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The scan as it was: one state machine step per byte. The fast one must agree with it.
+    fn within_depth_bytewise(text: &[u8], max: usize) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &b in text {
+            if in_string {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max {
+                        return false;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        true
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_depth_scan_agrees_with_a_byte_by_byte_one(
+            text in proptest::collection::vec(
+                proptest::sample::select(b"[]{}\"\\a:,".to_vec()), 0..64),
+            max in 0usize..6,
+        ) {
+            proptest::prop_assert_eq!(within_depth(&text, max), within_depth_bytewise(&text, max));
+        }
+    }
+
+    /// `cargo test --release -p trae-proxy depth_scan_speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn depth_scan_speed() {
+        let message = r#"{"role":"user","content":"Explain this function, and say why it is \"slow\": fn f(x: &[u8]) -> usize { x.len() }"},"#;
+        let history = format!(
+            r#"{{"model":"m","messages":[{}{{}}]}}"#,
+            message.repeat(800)
+        );
+        for (name, scan) in [
+            (
+                "bytewise",
+                within_depth_bytewise as fn(&[u8], usize) -> bool,
+            ),
+            ("by string", within_depth),
+        ] {
+            let started = std::time::Instant::now();
+            for _ in 0..200 {
+                assert!(scan(std::hint::black_box(history.as_bytes()), MAX_DEPTH));
+            }
+            let per_byte = started.elapsed().as_nanos() as f64 / 200.0 / history.len() as f64;
+            println!(
+                "{name}: {per_byte:.2} ns per byte of a {} byte history",
+                history.len()
+            );
+        }
+        let started = std::time::Instant::now();
+        for _ in 0..200 {
+            assert!(Fields::parse(std::hint::black_box(history.as_bytes())).is_ok());
+        }
+        let per_byte = started.elapsed().as_nanos() as f64 / 200.0 / history.len() as f64;
+        println!("Fields::parse, the scan included: {per_byte:.2} ns per byte");
+    }
 
     #[test]
     fn depth_counts_nesting_outside_strings_only() {
@@ -188,6 +274,12 @@ mod tests {
             within_depth(br#"{"a":"[[[[[\"{{{"}"#, 1),
             "brackets in strings do not count"
         );
+        assert!(
+            within_depth(br#"["\\"]"#, 1),
+            "an escaped backslash ends no string"
+        );
+        assert!(!within_depth(br#"["\\",[]]"#, 1));
+        assert!(within_depth(br#"["unterminated [[["#, 1));
         let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
         assert!(Fields::parse(format!(r#"{{"x":{deep}}}"#).as_bytes()).is_err());
     }
