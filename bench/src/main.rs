@@ -2,9 +2,10 @@
 //! machine, with the method printed beside the figures. `--smoke` runs a short version (CI);
 //! `--json PATH` writes the results (default `target/bench/results.json`); `--binary PATH`
 //! measures that build instead of building one; `--load SECONDS CLIENTS` runs only the
-//! throughput rounds (for a profiler attached to the printed process ids). Without it the build we ship is measured, the
-//! static musl one, when this machine can build it (rustup's musl target and its C compiler,
-//! as cross/build-static.sh installs them); otherwise the glibc build, with a note.
+//! throughput rounds (for a profiler attached to the printed process ids). Without `--binary`
+//! the build we ship is measured, the static musl one, when this machine can build it (rustup's
+//! musl target and its C compiler, as cross/build-static.sh installs them); otherwise the glibc
+//! build, with a note.
 //!
 //! Everything runs on loopback: a fast Rust backend (mock.rs), trae-proxy's release build in
 //! front of it, nginx in front of it the same way (TLS, upstream keep-alive, no buffering), and

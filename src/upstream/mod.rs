@@ -192,7 +192,7 @@ fn agent(
         // around them resident. 16 per backend: with 8, 32 clients at once opened a new backend
         // connection for 6% of their requests (closing another one each time; for a remote
         // backend, a TLS handshake too), with 16 for 0.4%, and the proxy's CPU per request fell
-        // by about a tenth (docs/performance.md). 64 kept 1.5-3 MiB more after 256 streams; 16
+        // by 5-10% (docs/performance.md). 64 kept 1.5-3 MiB more after 256 streams; 16
         // kept about as much as 8 (4.4 against 4.2-4.4 MiB).
         .max_idle_connections(64)
         .max_idle_connections_per_host(workers.clamp(1, 16))

@@ -66,7 +66,7 @@ pub struct Mock {
     pub port: u16,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
     /// Connections accepted so far: how many the proxy opened.
-    pub connections: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     /// PEM of the TLS mock's certificate (its own trust anchor).
     pub cert_pem: Option<String>,
 }
