@@ -131,7 +131,7 @@ impl Parking {
             tx: returns_tx,
             waker: Arc::clone(&waker),
         };
-        let queue = WorkQueue::new(settings, handler, returns, Arc::clone(&lifecycle));
+        let queue = WorkQueue::new(settings, handler, returns, Arc::clone(&lifecycle))?;
         Ok(Parking {
             poll,
             listeners,

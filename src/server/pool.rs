@@ -87,7 +87,7 @@ impl WorkQueue {
         handler: Arc<dyn Handler>,
         returns: Returns,
         lifecycle: Arc<Lifecycle>,
-    ) -> Arc<Self> {
+    ) -> io::Result<Arc<Self>> {
         let queue = Arc::new(WorkQueue {
             state: Mutex::new(State::default()),
             ready: Condvar::new(),
@@ -105,15 +105,12 @@ impl WorkQueue {
             queue.lock().total += 1;
             queue.spawn();
         }
+        // Without it no worker beyond the first would ever start: the server does not start.
         let starter = Arc::clone(&queue);
-        let started = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("starter".to_owned())
-            .spawn(move || starter.start_wanted());
-        if let Err(e) = started {
-            // Without it the pool keeps its first workers only; serving goes on, slower.
-            error!("cannot start the thread that starts workers: {e}");
-        }
-        queue
+            .spawn(move || starter.start_wanted())?;
+        Ok(queue)
     }
 
     pub fn push(self: &Arc<Self>, conn: Conn) {
@@ -637,7 +634,8 @@ mod tests {
             Arc::new(PanicOnce(AtomicBool::new(false))),
             returns,
             Arc::new(Lifecycle::default()),
-        );
+        )
+        .unwrap();
         let open = Arc::new(AtomicUsize::new(0));
 
         let mut answers = Vec::new();
