@@ -101,11 +101,13 @@ impl WorkQueue {
                 lifecycle,
             },
         });
-        for _ in 0..MIN_WORKERS.min(settings.workers) {
-            queue.lock().total += 1;
-            queue.spawn();
+        {
+            // The first workers come from the starter thread, like every other.
+            let mut state = queue.lock();
+            state.total = MIN_WORKERS.min(settings.workers);
+            state.to_start = state.total;
         }
-        // Without it no worker beyond the first would ever start: the server does not start.
+        // Without it no worker would ever start: the server does not start.
         let starter = Arc::clone(&queue);
         std::thread::Builder::new()
             .name("starter".to_owned())
