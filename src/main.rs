@@ -24,6 +24,7 @@ mod api_error;
 mod cidr;
 mod error;
 mod files;
+mod json;
 mod logging;
 mod metrics;
 mod output;

@@ -34,6 +34,7 @@ const RANKS: &[(&str, u8)] = &[
     ("output", 0),
     ("cidr", 0),
     ("metrics", 0),
+    ("json", 0),
     ("usage", 0),
     ("config", 1),
     ("server", 2),

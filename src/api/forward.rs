@@ -15,7 +15,6 @@ use log::{debug, warn};
 
 use crate::api::context::Ctx;
 use crate::api::endpoint::Endpoint;
-use crate::api::json_fields::Fields;
 use crate::api::reasoning::{self, Learned, Mend};
 use crate::api::relay::{self, Job};
 use crate::api::reply;
@@ -24,6 +23,7 @@ use crate::api::state::Proxy;
 use crate::api::stream_usage;
 use crate::api_error::ApiError;
 use crate::config::{Backend, ReasoningReplay};
+use crate::json::Fields;
 use crate::server::{After, Responder};
 use crate::upstream::UpstreamResponse;
 

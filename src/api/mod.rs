@@ -9,8 +9,8 @@
 //!
 //! Beside them: [`state`] (what a configuration builds, what outlives reloads), [`endpoint`],
 //! [`access_keys`], [`reasoning`] replay, usage asked for on clients' behalf
-//! ([`stream_usage`]), and the JSON ([`json_fields`]) and
-//! SSE ([`sse`]) handling. The layer sits on the server (requests in, responses out) and on
+//! ([`stream_usage`]), and SSE ([`sse`]) handling (JSON bodies are read with
+//! [`crate::json::Fields`]). The layer sits on the server (requests in, responses out) and on
 //! upstream (backends).
 
 pub mod access_keys;
@@ -19,7 +19,6 @@ pub mod context;
 pub mod dispatch;
 pub mod endpoint;
 pub mod forward;
-pub mod json_fields;
 pub mod limits;
 pub mod models;
 pub mod reasoning;

@@ -6,11 +6,11 @@ use log::debug;
 use serde_json::{Value, json};
 
 use crate::api::endpoint::Endpoint;
-use crate::api::json_fields::{self, Fields};
 use crate::api::reasoning::{self, Mend, ReasoningCache, Restored};
 use crate::api::state::Proxy;
 use crate::api_error::ApiError;
 use crate::config::{Backend, StreamMode};
+use crate::json::{self, Fields};
 
 /// What the client asked for, read before the body is rewritten.
 pub struct Ask {
@@ -24,16 +24,7 @@ pub struct Ask {
 
 /// Parses the body: a JSON object with a `model`.
 pub fn parse<'a>(proxy: &Proxy, body: &'a [u8]) -> Result<(Fields<'a>, Ask), ApiError> {
-    let fields = Fields::parse(body).map_err(|e| {
-        // Tell "not JSON" (with serde's position) from "JSON, but not an object".
-        let deep = !json_fields::within_depth(body, json_fields::MAX_DEPTH);
-        ApiError::invalid_json(
-            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                Ok(_) if !deep => "request body must be a JSON object".to_owned(),
-                _ => format!("request body is not valid JSON: {e}"),
-            },
-        )
-    })?;
+    let fields = Fields::parse(body).map_err(|e| ApiError::invalid_json(not_an_object(body, e)))?;
     let model = fields
         .get("model")
         .and_then(|m| serde_json::from_str::<String>(m).ok())
@@ -50,6 +41,20 @@ pub fn parse<'a>(proxy: &Proxy, body: &'a [u8]) -> Result<(Fields<'a>, Ask), Api
         model,
     };
     Ok((fields, ask))
+}
+
+/// Why a body was refused. serde_json says why text is not JSON, with the position; the scan
+/// only knows that it is not.
+fn not_an_object(body: &[u8], e: json::Invalid) -> String {
+    const TOO_DEEP: &str =
+        "request body is not valid JSON: recursion limit exceeded (nested deeper than 128 levels)";
+    match e {
+        json::Invalid::TooDeep => TOO_DEEP.to_owned(),
+        json::Invalid::Syntax => match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Err(e) => format!("request body is not valid JSON: {e}"),
+            Ok(_) => "request body must be a JSON object, its keys valid Unicode".to_owned(),
+        },
+    }
 }
 
 /// How one backend is to get the request.

@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use super::{Head, Job, read_bounded};
 use crate::api::context::Ctx;
-use crate::api::json_fields::Fields;
 use crate::api::reply;
 use crate::api_error::ApiError;
+use crate::json::Fields;
 use crate::server::{After, Responder, json_content_type};
 
 pub fn answer(
