@@ -22,7 +22,7 @@ pub struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// Parses `text`, which must be one JSON object nested at most
-    /// [`MAX_DEPTH`](super::MAX_DEPTH) levels.
+    /// [`MAX_DEPTH`](super::scan::MAX_DEPTH) levels.
     pub fn parse(text: &'a [u8]) -> Result<Self, Invalid> {
         let mut fields = Fields {
             entries: Vec::with_capacity(8),
@@ -114,7 +114,7 @@ impl<'a> Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::json::MAX_DEPTH;
+    use crate::json::scan::MAX_DEPTH;
 
     #[test]
     fn depth_is_counted_outside_strings_only() {

@@ -5,4 +5,4 @@ mod fields;
 mod scan;
 
 pub use fields::Fields;
-pub use scan::{Invalid, MAX_DEPTH};
+pub use scan::Invalid;
