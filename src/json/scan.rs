@@ -447,6 +447,16 @@ mod tests {
             prop_assert_eq!(by_scan(&bytes), by_serde(&bytes), "{:?}", String::from_utf8_lossy(&bytes));
         }
 
+        /// `cargo test fuzz` (README): any bytes at all, an answer and never a panic.
+        #[test]
+        fn fuzz_arbitrary_bytes_agree_with_serde_json(
+            bytes in prop::collection::vec(any::<u8>(), 0..64),
+            prefix in prop::sample::select(vec![&b""[..], b"{", b"{\"a\":", b"{\"a\":[\""]),
+        ) {
+            let bytes = [prefix, &bytes].concat();
+            prop_assert_eq!(by_scan(&bytes), by_serde(&bytes), "{:?}", String::from_utf8_lossy(&bytes));
+        }
+
         #[test]
         fn agrees_on_short_texts_of_json_pieces(
             pieces in prop::collection::vec(prop::sample::select(PIECES), 0..12),
