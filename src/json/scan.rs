@@ -2,9 +2,10 @@
 //! anything.
 //!
 //! Every request body and every whole reply is read this way. serde_json did it before (its
-//! `RawValue` for each member), and at the size-first optimisation level the binary is built
-//! with it took 7-8 thousand instructions for a 100-300 byte body, about 13 % of the proxy's
-//! instructions per request; this takes about a tenth of that. What it accepts is exactly what
+//! `RawValue` for each member, after a scan of the nesting depth), and at the size-first
+//! optimisation level the binary is built with it took 7-8 thousand instructions for a 100-300
+//! byte body, about 13 % of the proxy's instructions per request; this takes about half as
+//! many (callgrind), and scans a 92 KB chat history in 69 µs. What it accepts is exactly what
 //! serde_json accepts when it reads text into an object of raw values (RFC 8259, UTF-8, at most
 //! [`MAX_DEPTH`] levels, `\u` escapes checked only in top-level keys, which the caller decodes);
 //! a property test holds the two together. Why a text is not JSON is left to
