@@ -46,13 +46,12 @@ pub fn parse<'a>(proxy: &Proxy, body: &'a [u8]) -> Result<(Fields<'a>, Ask), Api
 /// Why a body was refused. serde_json says why text is not JSON, with the position; the scan
 /// only knows that it is not.
 fn not_an_object(body: &[u8], e: json::Invalid) -> String {
-    const TOO_DEEP: &str =
-        "request body is not valid JSON: recursion limit exceeded (nested deeper than 128 levels)";
+    const TOO_DEEP: &str = "request body is nested deeper than 128 levels";
     match e {
         json::Invalid::TooDeep => TOO_DEEP.to_owned(),
         json::Invalid::Syntax => match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
             Err(e) => format!("request body is not valid JSON: {e}"),
-            Ok(_) => "request body must be a JSON object, its keys valid Unicode".to_owned(),
+            Ok(_) => "request body must be a JSON object".to_owned(),
         },
     }
 }

@@ -28,16 +28,14 @@ impl<'a> Fields<'a> {
             entries: Vec::with_capacity(8),
         };
         for m in scan::members(text)? {
-            let key = if m.escaped {
+            let key = match m.escaped {
                 // Rare, so decoded by serde_json, which also refuses a lone surrogate here.
                 // (As a value: that reader is in the binary already.)
-                let quoted = format!("\"{}\"", m.key);
-                match serde_json::from_str(&quoted) {
+                Some(quoted) => match serde_json::from_str(quoted) {
                     Ok(serde_json::Value::String(key)) => Cow::Owned(key),
                     _ => return Err(Invalid::Syntax),
-                }
-            } else {
-                Cow::Borrowed(m.key)
+                },
+                None => Cow::Borrowed(m.key),
             };
             match fields.position(&key) {
                 Some(i) => fields.entries[i].1 = Cow::Borrowed(m.value),
@@ -92,8 +90,8 @@ impl<'a> Fields<'a> {
             // Keys are nearly always plain: written as they are, which is what encoding them
             // would give (JSON escapes only quotes, backslashes and control characters).
             if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-                // Writing a string into a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut out, key);
+                // Encoding a string cannot fail.
+                out.extend_from_slice(serde_json::to_string(&**key).unwrap_or_default().as_bytes());
             } else {
                 out.push(b'"');
                 out.extend_from_slice(key.as_bytes());

@@ -32,7 +32,7 @@ impl Tokens {
         })?;
         // Written out and read again (once a stream, a few dozen bytes): one reader of usage
         // objects rather than a second one for values.
-        Tokens::from_usage_json(&usage.to_string())
+        Tokens::from_usage_json(&serde_json::to_string(usage).ok()?)
     }
 
     /// From the text of a `usage` field. Every whole reply has one: read as top-level fields,

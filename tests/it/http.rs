@@ -392,7 +392,6 @@ fn json_nested_deeper_than_128_levels_is_400_and_up_to_it_is_served() {
     let r = roundtrip(proxy.port, &proxy.ca_path(), &chat_request(&body, ""));
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "invalid_json");
-    assert!(r.text().contains("recursion limit"), "{}", r.text());
     // The message names the limit the scan enforces.
     assert!(r.text().contains("deeper than 128 levels"), "{}", r.text());
     assert_eq!(mock.requests().len(), 1, "only the first went upstream");
