@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rustls::ServerConnection;
 
 use super::intake::{self, Complete, Limits, Receiving, Step};
-use super::limits::{ClientConnection, ClientRequest};
+use super::limits::ClientConnection;
 
 pub struct Conn {
     pub sock: TcpStream,
@@ -33,8 +33,6 @@ pub struct Conn {
     pub receiving: Option<Box<Receiving>>,
     /// A request received whole, waiting for or held by a worker.
     pub ready: Option<Box<Complete>>,
-    /// This client's request-in-flight share while a worker serves `ready`.
-    pub in_flight: Option<ClientRequest>,
     /// Bytes for a plain-HTTP client not yet written (a `100 Continue`); TLS keeps its own.
     pending: Vec<u8>,
     _slot: Slot,
@@ -58,7 +56,6 @@ impl Conn {
             write_timeout: None,
             receiving: None,
             ready: None,
-            in_flight: None,
             pending: Vec::new(),
             _slot: places.0,
             _client: places.1,

@@ -36,8 +36,9 @@ pub fn serve<S: Write>(
         close,
         head_only,
         charge,
+        share,
     } = complete;
-    let responder = Responder::new(io, reply, http10, close, head_only, transport);
+    let responder = Responder::new(io, reply, http10, close, head_only, transport).holding(share);
     let after = handler.handle(request, peer, responder);
     // The body and its rewritten copy are gone by now.
     drop(charge);
@@ -241,6 +242,82 @@ mod fuzz {
         fn request_shaped_input_gets_http_or_nothing(input in request_like()) {
             let out = serve_bytes(input, 4096, &Echo);
             prop_assert!(out.is_empty() || out.starts_with(b"HTTP/1."), "{}", String::from_utf8_lossy(&out));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::sync::{Arc, Mutex};
+
+    use http::StatusCode;
+
+    use super::*;
+    use crate::server::intake::{Limits, Step, advance};
+    use crate::server::limits::{BodyBudget, Clients};
+
+    /// Answers (whole or streamed), then — as the proxy logs and counts the request — checks
+    /// whether its client could start another request now.
+    struct AnswerThenTry {
+        clients: Arc<Clients>,
+        stream: bool,
+        could: Mutex<Option<bool>>,
+    }
+
+    impl Handler for AnswerThenTry {
+        fn handle(
+            &self,
+            _: Request<Vec<u8>>,
+            peer: SocketAddr,
+            r: Responder<'_>,
+        ) -> io::Result<After> {
+            let after = if self.stream {
+                let mut body = r.stream(StatusCode::OK, Vec::new())?;
+                body.write(b"data: x\n\n")?;
+                body.finish()
+            } else {
+                r.send(StatusCode::OK, Vec::new(), b"ok")
+            };
+            let next = self.clients.start_request(peer.ip());
+            *self.could.lock().unwrap() = Some(next.is_some());
+            after
+        }
+    }
+
+    #[test]
+    fn a_clients_share_is_free_once_its_response_is_written_before_the_handler_returns() {
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
+        for stream in [false, true] {
+            // One request in flight per client: a client that waits for each answer before it
+            // asks again must never be refused (tests/it/idle.rs got a 429 under qemu).
+            let clients = Clients::new(10, 1);
+            let budget = BodyBudget::new(1 << 20);
+            let limits = Limits {
+                max_body: 1024,
+                budget: &budget,
+            };
+            let mut buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+            let Step::Ready(mut complete) = advance(&mut None, &mut buf, limits, &mut Vec::new())
+            else {
+                panic!("request not complete")
+            };
+            complete.share = clients.start_request(IpAddr::from(Ipv4Addr::LOCALHOST));
+            assert!(complete.share.is_some());
+            let handler = AnswerThenTry {
+                clients: Arc::clone(&clients),
+                stream,
+                could: Mutex::new(None),
+            };
+            let mut out = Vec::new();
+            let after = serve(&mut out, *complete, peer, Transport::Tls, &handler).unwrap();
+            assert!(matches!(after, After::KeepAlive));
+            assert!(out.starts_with(b"HTTP/1.1 200"));
+            assert_eq!(
+                *handler.could.lock().unwrap(),
+                Some(true),
+                "streamed: {stream}: the share was still taken after the response"
+            );
         }
     }
 }

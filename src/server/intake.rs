@@ -34,7 +34,7 @@ use http::{HeaderMap, Method, Request, Version, header};
 use ureq_proto::server::state::{ProvideResponse, RecvBody};
 use ureq_proto::server::{RecvRequestResult, Reply};
 
-use super::limits::{BodyBudget, Charge};
+use super::limits::{BodyBudget, Charge, ClientRequest};
 use crate::api_error::ApiError;
 
 /// What a worker gets: the request with its whole body, and the right to answer it.
@@ -47,6 +47,9 @@ pub struct Complete {
     pub head_only: bool,
     /// The body's share of the memory budget, given back when this is dropped.
     pub charge: Option<Charge>,
+    /// The client's request-in-flight share ([`admit`](super::admit)), given back as the
+    /// response's last bytes go out (the responder holds it).
+    pub share: Option<ClientRequest>,
 }
 
 /// A request whose head is parsed and whose body is arriving.
@@ -181,6 +184,7 @@ fn start(buf: &mut Vec<u8>, limits: Limits<'_>, out: &mut Vec<u8>) -> Result<Beg
                 // reused.
                 close: close || framing != Framing::None,
                 charge: None,
+                share: None,
             }))));
         }
         Some(RecvRequestResult::Send100(s)) => {
@@ -305,6 +309,7 @@ fn finish(mut r: Receiving) -> Step {
             http10: r.http10,
             close: r.close,
             charge: r.charge,
+            share: None,
         })),
         Err(e) => Step::Reject(ApiError::malformed_http(&e.to_string())),
     }

@@ -98,10 +98,13 @@ pub fn run(
 }
 
 /// Takes the client's request-in-flight share for the request in `conn.ready`, or says why not.
+/// The request carries it until its response's last bytes are written.
 fn admit(conn: &mut conn::Conn, clients: &Arc<Clients>) -> Result<(), ApiError> {
     match clients.start_request(conn.peer.ip()) {
         Some(share) => {
-            conn.in_flight = Some(share);
+            if let Some(ready) = conn.ready.as_mut() {
+                ready.share = Some(share);
+            }
             Ok(())
         }
         None => Err(ApiError::client_busy(clients.max_requests())),

@@ -290,7 +290,6 @@ fn serve_connection(
             let mut writer = Writer::of(&mut conn.tls, &mut conn.sock);
             exchange::serve(&mut writer, *complete, conn.peer, transport, handler)
         };
-        conn.in_flight = None;
         match after {
             // Stopping: the response is complete; no further request on this connection.
             Ok(After::KeepAlive) if lifecycle.stopping() => {

@@ -11,6 +11,7 @@ use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use ureq_proto::server::state::{ProvideResponse, SendBody};
 use ureq_proto::server::{Reply, SendResponseResult};
 
+use super::limits::ClientRequest;
 use crate::api_error::ApiError;
 
 /// Output buffer for ureq-proto's response head and complete bodies. Its chunk writer can end the
@@ -57,6 +58,12 @@ pub struct Responder<'a> {
     close: bool,
     head_only: bool,
     transport: Transport,
+    /// The client's request-in-flight share, given back with the responder (or the body stream
+    /// it becomes) as the response is written: a client that sends its next request on another
+    /// connection as soon as it has this response must find its share free, although this
+    /// thread has still to log and count the request (with `max_requests_per_client: 1` it got
+    /// a 429).
+    share: Option<ClientRequest>,
 }
 
 /// An open streamed response body.
@@ -65,6 +72,8 @@ pub struct BodyStream<'a> {
     mode: StreamMode,
     close: bool,
     pub bytes: u64,
+    /// The responder's share, given back as the body ends.
+    _share: Option<ClientRequest>,
 }
 
 enum StreamMode {
@@ -89,7 +98,14 @@ impl<'a> Responder<'a> {
             close: close || http10,
             head_only,
             transport,
+            share: None,
         }
+    }
+
+    /// Holds the client's request-in-flight share until the response is written.
+    pub(super) fn holding(mut self, share: Option<ClientRequest>) -> Self {
+        self.share = share;
+        self
     }
 
     /// Closes the connection after this response (`Connection: close`).
@@ -177,6 +193,7 @@ impl<'a> Responder<'a> {
                 mode: StreamMode::CloseDelimited,
                 close: true,
                 bytes: 0,
+                _share: self.share,
             });
         }
         let response = build(status, headers, None, close)?;
@@ -200,6 +217,7 @@ impl<'a> Responder<'a> {
             mode,
             close: close || self.head_only,
             bytes: 0,
+            _share: self.share,
         })
     }
 }
