@@ -48,7 +48,7 @@ pub struct Complete {
     /// The body's share of the memory budget, given back when this is dropped.
     pub charge: Option<Charge>,
     /// The client's request-in-flight share ([`admit`](super::admit)), given back as the
-    /// response's last bytes go out (the responder holds it).
+    /// response is written (the responder, then its body stream, holds it).
     pub share: Option<ClientRequest>,
 }
 
