@@ -51,35 +51,7 @@ pub fn members(text: &[u8]) -> Result<Vec<Member<'_>>, Invalid> {
     let mut found = Vec::with_capacity(8);
     scan.space();
     scan.expect(b'{')?;
-    scan.space();
-    if !scan.eat(b'}') {
-        loop {
-            scan.expect(b'"')?;
-            let key_at = scan.at;
-            let (key, escaped) = scan.string()?;
-            let escaped = match escaped {
-                true => Some(text.get(key_at - 1..scan.at).ok_or(Invalid::Syntax)?),
-                false => None,
-            };
-            scan.space();
-            scan.expect(b':')?;
-            scan.space();
-            let start = scan.at;
-            scan.value()?;
-            let value = text.get(start..scan.at).ok_or(Invalid::Syntax)?;
-            found.push(Member {
-                key,
-                escaped,
-                value,
-            });
-            scan.space();
-            if scan.eat(b'}') {
-                break;
-            }
-            scan.expect(b',')?;
-            scan.space();
-        }
-    }
+    scan.container(true, Some(&mut found))?;
     scan.space();
     if scan.at != scan.bytes.len() {
         return Err(Invalid::Syntax);
@@ -168,7 +140,7 @@ impl<'a> Scanner<'a> {
                 if self.depth > MAX_DEPTH {
                     return Err(Invalid::TooDeep);
                 }
-                self.container(open == b'{')?;
+                self.container(open == b'{', None)?;
                 self.depth -= 1;
                 Ok(())
             }
@@ -180,24 +152,45 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// An object's or an array's members, after its opening bracket.
-    fn container(&mut self, object: bool) -> Result<(), Invalid> {
+    /// An object's or an array's members, after its opening bracket; the object's members go
+    /// to `found` when given (the top level).
+    fn container(
+        &mut self,
+        object: bool,
+        mut found: Option<&mut Vec<Member<'a>>>,
+    ) -> Result<(), Invalid> {
         let close = if object { b'}' } else { b']' };
         self.space();
         if self.eat(close) {
             return Ok(());
         }
         loop {
+            let mut key = None;
             if object {
                 // Keys below the top level are skipped like any string, `\u` escapes unchecked
-                // (serde_json's `ignore_value` does the same).
+                // (serde_json's `ignore_value` does the same); the caller decodes top-level ones.
                 self.expect(b'"')?;
-                self.string()?;
+                let key_at = self.at;
+                let (name, escaped) = self.string()?;
+                let quoted = match escaped {
+                    true => Some(self.text.get(key_at - 1..self.at).ok_or(Invalid::Syntax)?),
+                    false => None,
+                };
+                key = Some((name, quoted));
                 self.space();
                 self.expect(b':')?;
                 self.space();
             }
+            let start = self.at;
             self.value()?;
+            if let (Some(found), Some((key, escaped))) = (found.as_deref_mut(), key) {
+                let value = self.text.get(start..self.at).ok_or(Invalid::Syntax)?;
+                found.push(Member {
+                    key,
+                    escaped,
+                    value,
+                });
+            }
             self.space();
             if self.eat(close) {
                 return Ok(());
