@@ -199,8 +199,8 @@ impl Transport for BackendTcp {
     /// answer was read, and as it is taken out again. Only the second check decides: whatever
     /// the first could find (the backend's close, bytes nobody asked for) is still there for
     /// the second, which always comes before the connection carries anything. So the first
-    /// costs no system call: one peek a request instead of two (7 system calls a proxied
-    /// request -> 6).
+    /// costs no system call: one peek a request instead of two (6 system calls a proxied
+    /// request -> 5, `strace`).
     fn is_open(&mut self) -> bool {
         if std::mem::take(&mut self.answered) {
             return true;
