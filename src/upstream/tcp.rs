@@ -6,9 +6,10 @@
 //! only as the connection is taken out of the pool (see `is_open`).
 //!
 //! Everything else follows ureq's transport: connect to the resolved addresses in turn within
-//! the connect timeout, `TCP_NODELAY` as configured, the socket registered for
-//! `Agent::shutdown`, per-call timeouts applied with a system call only when they change (by
-//! more than 1/64: see [`refresh`]).
+//! the connect timeout, `TCP_NODELAY` as configured, per-call timeouts applied with a system
+//! call only when they change (by more than 1/64: see [`refresh`]). Except one thing: the socket
+//! is not registered for `Agent::shutdown`, which the proxy never calls; ureq's pool walks the
+//! registered sockets, idle or in use, twice per request under its lock.
 //! Proxy connections (SOCKS, HTTP CONNECT) arrive chained and pass through untouched.
 //!
 //! The check cannot close a race: a backend may close an idle connection (its keep-alive
@@ -20,12 +21,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, ShutdownHandle,
-    Transport,
+    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport,
 };
 use ureq::{Error, Timeout};
 
@@ -48,9 +47,6 @@ impl<In: Transport> Connector<In> for BackendTcpConnector {
         if config.no_delay() {
             stream.set_nodelay(true)?;
         }
-        let stream = Arc::new(stream);
-        let handle: Weak<dyn ShutdownHandle> = Arc::downgrade(&stream) as Weak<dyn ShutdownHandle>;
-        (details.register_shutdown)(handle)?;
         Ok(Some(Either::B(BackendTcp {
             stream,
             buffers: LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size()),
@@ -93,10 +89,8 @@ fn connect(addrs: &[SocketAddr], timeout: NextTimeout) -> Result<TcpStream, Erro
     })
 }
 
-#[derive(Debug)]
 pub struct BackendTcp {
-    /// Shared (weakly) with the agent's shutdown handles.
-    stream: Arc<TcpStream>,
+    stream: TcpStream,
     buffers: LazyBuffers,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -105,6 +99,14 @@ pub struct BackendTcp {
     reused_unanswered: bool,
     /// Has read something since the last liveness check.
     answered: bool,
+}
+
+/// ureq's `Transport` wants `Debug`; its address is all a log line about it needs (a derived
+/// one formatted every field: 1 KiB of aarch64 code).
+impl std::fmt::Debug for BackendTcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BackendTcp({:?})", self.stream.peer_addr().ok())
+    }
 }
 
 /// The backend closed or reset a connection taken from the pool before answering on it.
@@ -159,7 +161,7 @@ impl Transport for BackendTcp {
             stream.set_write_timeout(t)
         })?;
         let output = &self.buffers.output()[..amount];
-        (&*self.stream).write_all(output).map_err(|e| match e {
+        (&self.stream).write_all(output).map_err(|e| match e {
             e if is_timeout(&e) => Error::Timeout(timeout.reason),
             e => self.failed(e),
         })
@@ -176,7 +178,7 @@ impl Transport for BackendTcp {
         })?;
         let input = self.buffers.input_append_buf();
         let n = loop {
-            match (&*self.stream).read(input) {
+            match (&self.stream).read(input) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => return Err(Error::Timeout(timeout.reason)),
@@ -270,7 +272,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let transport = BackendTcp {
-            stream: Arc::new(client),
+            stream: client,
             buffers: LazyBuffers::new(1024, 1024),
             read_timeout: None,
             write_timeout: None,
