@@ -11,6 +11,7 @@ pub mod coalesce;
 pub mod resolve;
 pub mod roots;
 pub mod route;
+pub mod target;
 pub mod tcp;
 
 use std::io;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, header};
 use log::{debug, warn};
 use rustls::pki_types::CertificateDer;
 use ureq::config::AutoHeaderValue;
@@ -32,6 +33,7 @@ use crate::api_error::ApiError;
 use crate::config::{Backend, Config, Timeouts};
 use coalesce::CoalescingConnector;
 use resolve::CachingResolver;
+use target::Targets;
 use tcp::BackendTcpConnector;
 
 pub type UpstreamResponse = http::Response<Body>;
@@ -68,6 +70,7 @@ pub struct Upstream {
     /// With access keys configured the client's `Authorization` is the proxy's key, not the
     /// backend's: it must not travel on.
     strip_client_auth: bool,
+    targets: Targets,
 }
 
 impl Upstream {
@@ -94,6 +97,7 @@ impl Upstream {
             shared,
             own,
             strip_client_auth: !config.access_keys.is_empty(),
+            targets: Targets::default(),
         }
     }
 
@@ -107,7 +111,7 @@ impl Upstream {
     pub fn post_json(
         &self,
         backend: &Backend,
-        api_path: &str,
+        api_path: &'static str,
         client_headers: &HeaderMap,
         body: Vec<u8>,
     ) -> Result<UpstreamResponse, ApiError> {
@@ -130,38 +134,36 @@ impl Upstream {
     fn request<'b>(
         &self,
         backend: &Backend,
-        api_path: &str,
+        api_path: &'static str,
         client_headers: &HeaderMap,
         body: &'b [u8],
     ) -> Result<Request<&'b [u8]>, ApiError> {
-        let mut request = Request::post(backend.url_for(api_path));
-        if let Some(headers) = request.headers_mut() {
-            for (name, value) in forwardable(client_headers) {
-                headers.append(name.clone(), value.clone());
-            }
-            match &backend.api_key {
-                Some(key) => {
-                    let value = HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(
-                        |_| ApiError::internal("backend api_key is not a valid header value"),
-                    )?;
-                    headers.insert(header::AUTHORIZATION, value);
-                }
-                None if self.strip_client_auth => {
-                    headers.remove(header::AUTHORIZATION);
-                }
-                None => {}
-            }
-            for (name, value) in &backend.headers {
-                headers.insert(name.clone(), value.clone());
-            }
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+        let target = self.targets.get(backend, api_path)?;
+        // Filled in place: the builder moves the whole request head once per call.
+        let mut request = Request::new(body);
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = target.uri;
+        let headers = request.headers_mut();
+        for (name, value) in forwardable(client_headers) {
+            headers.append(name.clone(), value.clone());
         }
-        request
-            .body(body)
-            .map_err(|_| ApiError::bad_gateway(&backend.name, "invalid backend URL"))
+        match target.authorization {
+            Some(value) => {
+                headers.insert(header::AUTHORIZATION, value);
+            }
+            None if self.strip_client_auth => {
+                headers.remove(header::AUTHORIZATION);
+            }
+            None => {}
+        }
+        for (name, value) in &backend.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(request)
     }
 }
 
