@@ -88,8 +88,9 @@ impl<'a> Fields<'a> {
                 out.push(b',');
             }
             // Keys are nearly always plain: written as they are, which is what encoding them
-            // would give (JSON escapes only quotes, backslashes and control characters).
-            if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            // would give (JSON escapes only quotes, backslashes and control characters, the
+            // bytes the scan's string search stops at).
+            if scan::special(key.as_bytes()) < key.len() {
                 // Encoding a string cannot fail.
                 out.extend_from_slice(serde_json::to_string(&**key).unwrap_or_default().as_bytes());
             } else {

@@ -62,7 +62,7 @@ pub fn members(text: &[u8]) -> Result<Vec<Member<'_>>, Invalid> {
 /// Where the first quote, backslash or control character in `text` is (its length if none):
 /// eight bytes a step, as serde_json does, since bodies are mostly string contents. At the
 /// size-first optimisation level a byte-by-byte search took 8-10 instructions a byte.
-fn special(text: &[u8]) -> usize {
+pub fn special(text: &[u8]) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     // A byte of `x` is zero -> its high bit is set here (and none is set when no byte is;
