@@ -1,8 +1,9 @@
 //! What a request to a backend needs that stays the same from one request to the next: the URL
 //! of each API path and the `Authorization` value with the backend's key. Built on first use
 //! and kept for the life of the configuration (a reload builds a new
-//! [`Upstream`](super::Upstream)): formatting and parsing them for every request cost about
-//! 3 k of the ~110 k instructions a proxied request takes (callgrind).
+//! [`Upstream`](super::Upstream)): formatting and parsing them, and building the request
+//! through http's builder, cost 5.6 k of the ~120 k instructions a proxied request took at 32
+//! clients; filled in place from these, 3.3 k (callgrind).
 
 use std::sync::RwLock;
 
