@@ -52,8 +52,7 @@ impl<In: Transport> Connector<In> for BackendTcpConnector {
             buffers: LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size()),
             read_timeout: None,
             write_timeout: None,
-            reused_unanswered: false,
-            answered: false,
+            since_check: SinceCheck::Nothing,
         })))
     }
 }
@@ -94,11 +93,20 @@ pub struct BackendTcp {
     buffers: LazyBuffers,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
-    /// Passed the liveness check and has read nothing since: it was reused from the pool, and
-    /// the backend has not answered on it yet.
-    reused_unanswered: bool,
-    /// Has read something since the last liveness check.
-    answered: bool,
+    since_check: SinceCheck,
+}
+
+/// What happened on the connection since ureq last checked its liveness (`is_open`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SinceCheck {
+    /// Not checked yet (a new connection), or the check did not look (see `is_open`), or it
+    /// found the connection closed.
+    Nothing,
+    /// Passed the check and has read nothing since: it was reused from the pool, and the
+    /// backend has not answered on it yet.
+    Unanswered,
+    /// The backend sent something.
+    Answered,
 }
 
 /// ureq's `Transport` wants `Debug`; its address is all a log line about it needs (a derived
@@ -138,7 +146,7 @@ impl BackendTcp {
                 | io::ErrorKind::BrokenPipe
                 | io::ErrorKind::UnexpectedEof
         );
-        if gone && self.reused_unanswered {
+        if gone && self.since_check == SinceCheck::Unanswered {
             Error::Io(io::Error::new(e.kind(), StaleConnection))
         } else {
             Error::Io(e)
@@ -185,11 +193,11 @@ impl Transport for BackendTcp {
                 Err(e) => return Err(self.failed(e)),
             }
         };
-        if n == 0 && self.reused_unanswered {
+        if n > 0 {
+            self.since_check = SinceCheck::Answered;
+        } else if self.since_check == SinceCheck::Unanswered {
             return Err(self.failed(io::ErrorKind::UnexpectedEof.into()));
         }
-        self.reused_unanswered = false;
-        self.answered |= n > 0;
         self.buffers.input_appended(n);
         Ok(n > 0)
     }
@@ -204,14 +212,16 @@ impl Transport for BackendTcp {
     /// costs no system call: one peek a request instead of two (6 system calls a proxied
     /// request -> 5, `strace`).
     fn is_open(&mut self) -> bool {
-        if std::mem::take(&mut self.answered) {
+        if std::mem::replace(&mut self.since_check, SinceCheck::Nothing) == SinceCheck::Answered {
             return true;
         }
         let open = match peek_now(&self.stream) {
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
             Ok(_) => false,
         };
-        self.reused_unanswered = open;
+        if open {
+            self.since_check = SinceCheck::Unanswered;
+        }
         open
     }
 }
@@ -276,8 +286,7 @@ mod tests {
             buffers: LazyBuffers::new(1024, 1024),
             read_timeout: None,
             write_timeout: None,
-            reused_unanswered: false,
-            answered: false,
+            since_check: SinceCheck::Nothing,
         };
         (transport, server)
     }
