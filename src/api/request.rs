@@ -46,7 +46,11 @@ pub fn parse<'a>(proxy: &Proxy, body: &'a [u8]) -> Result<(Fields<'a>, Ask), Api
 /// Why a body was refused. serde_json says why text is not JSON, with the position; the scan
 /// only knows that it is not.
 fn not_an_object(body: &[u8], e: json::Invalid) -> String {
-    const TOO_DEEP: &str = "request body is nested deeper than 128 levels";
+    const TOO_DEEP: &str = concat!(
+        "request body is nested deeper than ",
+        json::max_depth!(),
+        " levels"
+    );
     match e {
         json::Invalid::TooDeep => TOO_DEEP.to_owned(),
         json::Invalid::Syntax => match serde_json::from_slice::<serde::de::IgnoredAny>(body) {

@@ -6,3 +6,4 @@ mod scan;
 
 pub use fields::Fields;
 pub use scan::Invalid;
+pub(crate) use scan::max_depth;

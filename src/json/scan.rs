@@ -11,10 +11,18 @@
 //! a property test holds the two together. Why a text is not JSON is left to
 //! serde_json to say: errors are rare, and its messages name the position.
 
+/// [`MAX_DEPTH`] as a literal, for messages that name it (`concat!` takes literals only).
+macro_rules! max_depth {
+    () => {
+        128
+    };
+}
+pub(crate) use max_depth;
+
 /// Deepest nesting of arrays and objects accepted, the object itself being the first level:
 /// serde_json's own limit when it builds values (the proxy does, for histories and stream
 /// events), and the README's promise.
-pub const MAX_DEPTH: usize = 128;
+pub const MAX_DEPTH: usize = max_depth!();
 
 /// Why a text was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
