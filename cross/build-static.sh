@@ -13,12 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MAX_AARCH64_BYTES=${MAX_AARCH64_BYTES:-2621440} # 2.5 MiB
-# The file grows in 4 KiB steps, not byte by byte: .rodata starts on a fresh page after .text,
-# and the read-write segment does too once the read-only one ends more than 0x14000 minus the
-# read-write segment's memory size into a page (about 0x6f8 bytes now; `readelf -lW`: the second
-# LOAD's offset and MemSiz). A change of a few bytes can cost 4 KiB; room was found with
-# `#[inline(never)]` on a function copied into several callers, and a hand-written `Debug` in
-# place of a derived one that formatted a socket (1 KiB).
+# Linked by rust-lld with identical code folding (cross/aarch64-musl-link), which packs the
+# segments without page padding: the file grows byte for byte with the code. With binutils' ld
+# it grew in 4 KiB steps and was 20 KiB larger.
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64-unknown-linux-musl x86_64-unknown-linux-musl)
 
