@@ -128,6 +128,10 @@ impl Handler for Live {
         // The request keeps this configuration to its end, whatever a reload does meanwhile.
         self.proxy().handle(request, peer, responder)
     }
+
+    fn idle(&self) {
+        crate::upstream::idle::share_own();
+    }
 }
 
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {

@@ -19,6 +19,11 @@ pub trait Handler: Send + Sync + 'static {
         peer: SocketAddr,
         responder: Responder<'_>,
     ) -> io::Result<After>;
+
+    /// The calling worker has had nothing to do for a moment (pool.rs, `RELEASE_AFTER`) and
+    /// waits for a connection: whatever it keeps for itself (backend connections) should go
+    /// where other workers find it.
+    fn idle(&self) {}
 }
 
 /// Hands a complete request to `handler` with the right to answer it on `io`.

@@ -33,6 +33,9 @@ use super::{Settings, admit};
 const MIN_WORKERS: usize = 2;
 /// An idle worker beyond [`MIN_WORKERS`] ends after this long.
 pub const IDLE_RETIRE: Duration = Duration::from_secs(5);
+/// How long a worker waits for a connection before it gives up what it keeps for itself
+/// ([`Handler::idle`]). Under load the next connection comes sooner, and nothing moves.
+const RELEASE_AFTER: Duration = Duration::from_millis(100);
 /// How long the last worker of a burst to retire waits for the others to end before it trims
 /// the allocator.
 const TRIM_AFTER: Duration = Duration::from_millis(200);
@@ -196,18 +199,29 @@ impl WorkQueue {
     /// The next connection, or `None` when this worker should end.
     fn next(&self) -> Option<Conn> {
         let mut state = self.lock();
+        // Whether the handler was told this worker is idle, since it last served.
+        let mut released = false;
         loop {
             if let Some(conn) = state.items.pop_front() {
                 return Some(conn);
             }
             state.idle += 1;
+            let wait = if released { IDLE_RETIRE } else { RELEASE_AFTER };
             let (guard, _) = self
                 .ready
-                .wait_timeout(state, IDLE_RETIRE)
+                .wait_timeout(state, wait)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             state = guard;
             if state.claimed > 0 {
                 state.claimed -= 1;
+                continue;
+            }
+            if !released {
+                state.idle -= 1;
+                drop(state);
+                self.job.handler.idle();
+                released = true;
+                state = self.lock();
                 continue;
             }
             // Not claimed: a timeout (or a spurious wake-up).

@@ -1,13 +1,15 @@
-//! Talking to backends: one shared ureq [`Agent`] (pooled keep-alive connections to every
-//! backend), which request headers go up, which response headers come back, and what a failure
-//! becomes for the client.
+//! Talking to backends: ureq agents (one per worker thread, agents.rs; the kept-alive
+//! connections to every backend shared by all of them, idle.rs), which request headers go up,
+//! which response headers come back, and what a failure becomes for the client.
 //!
 //! Agents never decode (no gzip feature; `Accept-Encoding` is not forwarded, so backends
 //! answer uncompressed bodies we can rewrite), never follows redirects, never turns a status
 //! into an error, and ignores `HTTPS_PROXY` and friends: the proxy's own environment must not
 //! silently reroute users' keys.
 
+pub mod agents;
 pub mod coalesce;
+pub mod idle;
 pub mod resolve;
 pub mod roots;
 pub mod route;
@@ -15,7 +17,6 @@ pub mod target;
 pub mod tcp;
 
 use std::io;
-use std::time::Duration;
 
 use std::collections::HashMap;
 
@@ -31,7 +32,9 @@ use ureq::{Agent, Body};
 
 use crate::api_error::ApiError;
 use crate::config::{Backend, Config, Timeouts};
+use agents::Agents;
 use coalesce::CoalescingConnector;
+use idle::Keeping;
 use resolve::CachingResolver;
 use target::Targets;
 use tcp::BackendTcpConnector;
@@ -63,10 +66,11 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// The agents: one shared by every backend with default settings, one of its own for each
-/// backend with a proxy, extra roots or different timeouts.
+/// backend with a proxy, extra roots or different timeouts (each, per worker thread).
 pub struct Upstream {
-    shared: Agent,
-    own: HashMap<String, Agent>,
+    agents: Agents,
+    /// The recipe of each backend with an agent of its own; the others use recipe 0.
+    own: HashMap<String, usize>,
     /// With access keys configured the client's `Authorization` is the proxy's key, not the
     /// backend's: it must not travel on.
     strip_client_auth: bool,
@@ -76,7 +80,8 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(config: &Config) -> Self {
         let server = &config.server;
-        let shared = agent(&server.timeouts, server.workers, None, &[]);
+        let mut agents = Agents::new();
+        add_agent(&mut agents, &server.timeouts, None, &[]);
         let own = config
             .active_backends()
             .filter(|b| b.proxy.is_some() || !b.ca_certs.is_empty() || !b.timeouts.is_default())
@@ -87,14 +92,12 @@ impl Upstream {
                     read: b.timeouts.read.unwrap_or(server.timeouts.read),
                     ..server.timeouts
                 };
-                (
-                    b.name.clone(),
-                    agent(&t, server.workers, b.proxy.as_deref(), &b.ca_certs),
-                )
+                let index = add_agent(&mut agents, &t, b.proxy.as_deref(), &b.ca_certs);
+                (b.name.clone(), index)
             })
             .collect();
         Upstream {
-            shared,
+            agents,
             own,
             strip_client_auth: !config.access_keys.is_empty(),
             targets: Targets::default(),
@@ -115,20 +118,22 @@ impl Upstream {
         client_headers: &HeaderMap,
         body: Vec<u8>,
     ) -> Result<UpstreamResponse, ApiError> {
-        let agent = self.own.get(&backend.name).unwrap_or(&self.shared);
-        let request = self.request(backend, api_path, client_headers, &body)?;
-        match agent.run(request) {
-            Err(e) if tcp::is_stale(&e) => {
-                debug!(
-                    "backend={:?} closed a kept-alive connection as it was reused; sending again",
-                    backend.name
-                );
-                let request = self.request(backend, api_path, client_headers, &body)?;
-                agent.run(request)
-            }
-            result => result,
-        }
-        .map_err(|e| classify(&backend.name, &e))
+        let index = self.own.get(&backend.name).copied().unwrap_or(0);
+        self.agents.with(index, |agent| {
+            let request = self.request(backend, api_path, client_headers, &body)?;
+            let sent = match agent.run(request) {
+                Err(e) if tcp::is_stale(&e) => {
+                    debug!(
+                        "backend={:?} closed a kept-alive connection as it was reused; sending again",
+                        backend.name
+                    );
+                    let request = self.request(backend, api_path, client_headers, &body)?;
+                    agent.run(request)
+                }
+                sent => sent,
+            };
+            sent.map_err(|e| classify(&backend.name, &e))
+        })
     }
 
     fn request<'b>(
@@ -167,12 +172,13 @@ impl Upstream {
     }
 }
 
-fn agent(
+/// Adds the recipe of an agent with these settings; returns its index.
+fn add_agent(
+    agents: &mut Agents,
     timeouts: &Timeouts,
-    workers: usize,
     proxy: Option<&str>,
     extra_roots: &[CertificateDer<'static>],
-) -> Agent {
+) -> usize {
     let mut config = Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -189,16 +195,8 @@ fn agent(
         // silent for this long is gone.
         .timeout_per_read(Some(timeouts.read))
         .timeout_per_write(Some(timeouts.read))
-        // Keep enough connections for reuse under load, not one per worker after a burst: each
-        // idle one holds its buffers and a socket, and its buffers keep the allocator's pages
-        // around them resident. 16 per backend: with 8, 32 clients at once opened a new backend
-        // connection for 6% of their requests (closing another one each time; for a remote
-        // backend, a TLS handshake too), with 16 for 0.4%, and the proxy's CPU per request fell
-        // by 5-10% (docs/performance.md). 64 kept 1.5-3 MiB more after 256 streams; 16
-        // kept about as much as 8 (4.4 against 4.2-4.4 MiB).
-        .max_idle_connections(64)
-        .max_idle_connections_per_host(workers.clamp(1, 16))
-        .max_idle_age(Duration::from_secs(50))
+        // Kept by the connector chain instead (idle.rs): ureq's own pool holds none.
+        .max_idle_connections(0)
         // Small buffers, not ureq's 128 KiB: a streaming response is relayed a read at a time,
         // and with hundreds of streams the buffers would be most of the memory. The input
         // buffer grows when a response head needs more. Not below 10 KiB: ureq borrows that
@@ -208,7 +206,7 @@ fn agent(
         .output_buffer_size(8 * 1024);
     config = config.tls_config(crate::upstream::roots::tls_config(extra_roots));
     // ureq looks the name up before its pool, on every request: keep the answers (resolve.rs).
-    Agent::with_parts(
+    agents.add(
         config.build(),
         connector(),
         CachingResolver::new(DefaultResolver::default()),
@@ -216,14 +214,16 @@ fn agent(
 }
 
 /// ureq's default chain (SOCKS, HTTP CONNECT proxy, TCP, rustls) with our TCP connection, whose
-/// liveness check is one system call (tcp.rs), and small writes combined below TLS
-/// (coalesce.rs).
+/// liveness check is one system call (tcp.rs), small writes combined below TLS (coalesce.rs),
+/// and idle connections kept for reuse around it all (idle.rs).
 fn connector() -> impl Connector {
-    ().chain(SocksConnector::default())
-        .chain(ConnectProxyConnector::default())
-        .chain(BackendTcpConnector)
-        .chain(CoalescingConnector)
-        .chain(RustlsConnector::default())
+    Keeping::new(
+        ().chain(SocksConnector::default())
+            .chain(ConnectProxyConnector::default())
+            .chain(BackendTcpConnector)
+            .chain(CoalescingConnector)
+            .chain(RustlsConnector::default()),
+    )
 }
 
 /// The client's headers that go upstream: the named allow-list and `x-*`, minus hop-by-hop

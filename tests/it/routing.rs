@@ -92,6 +92,32 @@ fn sixteen_requests_at_once_keep_their_backend_connections() {
     );
 }
 
+/// Requests one at a time, each on a new client connection with a pause between them, reuse
+/// one backend connection: each may be served by another worker (idle workers take turns),
+/// and a worker idle for a moment gives its kept backend connection to the others.
+#[test]
+fn requests_one_at_a_time_reuse_one_backend_connection_whichever_worker_serves_them() {
+    let mock = Mock::start();
+    let proxy = start(
+        &format!(
+            r#"  - {{name: a, endpoint: "{}", custom_model_id: m, target_model_id: chat}}"#,
+            mock.url()
+        ),
+        "",
+    );
+    let request = chat_request(r#"{"model":"m","messages":[]}"#, "");
+    for _ in 0..6 {
+        let reply = roundtrip(proxy.port, &proxy.ca_path(), &request);
+        assert_eq!(reply.status, 200);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        mock.connections(),
+        1,
+        "requests one at a time opened backend connections"
+    );
+}
+
 #[test]
 fn failover_past_refused_and_500_backends_then_skip_them_while_cooling() {
     let (failing, good) = (Mock::start(), Mock::start());
