@@ -8,18 +8,19 @@
 use std::io::{self, Write};
 
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
-use ureq_proto::server::state::{ProvideResponse, SendBody};
+use ureq_proto::server::state::{ProvideResponse, SendBody, SendResponse};
 use ureq_proto::server::{Reply, SendResponseResult};
 
 use super::limits::ClientRequest;
 use crate::api_error::ApiError;
 
-/// Output buffer for ureq-proto's response head and complete bodies. Its chunk writer can end the
-/// body early when exactly 5 bytes of output space remain while input is pending (ureq-proto
-/// 0.7.1). Every write here starts with the whole buffer free and passes at most
+/// Room for a response's head per write of it: a longer head takes more writes, a header line
+/// longer than this a larger room.
+const HEAD_ROOM: usize = 1024;
+/// Room for a chunk's size line and its closing CRLF around the data. ureq-proto's chunk writer
+/// can end the body early when exactly 5 bytes of output space remain while input is pending
+/// (0.7.1): each chunk is written into a buffer of its own size plus this, passing at most
 /// `calculate_max_input` of it, so input never waits for space.
-const OUT_BUF: usize = 4 * 1024;
-/// Room for a chunk's size line and its closing CRLF around the data.
 const CHUNK_FRAMING: usize = 32;
 
 pub type Headers = Vec<(HeaderName, HeaderValue)>;
@@ -131,26 +132,17 @@ impl<'a> Responder<'a> {
             self.out.flush()?;
             return Ok(After::Close);
         }
-        let response = build(status, headers, Some(body.len()), close)?;
+        let response = build(status, headers, Some(body.len()), close);
         let mut send = self.reply.provide(response).map_err(proto)?;
         // Head and body go out in one write: one TLS record and one syscall for a small reply.
-        let mut wire = Vec::with_capacity(body.len() + 512);
-        let mut buf = [0u8; OUT_BUF];
-        loop {
-            let n = send.write(&mut buf).map_err(proto)?;
-            wire.extend_from_slice(&buf[..n]);
-            if send.is_finished() {
-                break;
-            }
-        }
+        // Written straight into it, with no buffer in between to zero and copy out of.
+        let mut wire = Vec::with_capacity(body.len() + HEAD_ROOM);
+        write_head(&mut send, &mut wire)?;
         let cleanup = match send.proceed() {
             SendResponseResult::SendBody(mut body_state) => {
-                let mut rest = body;
-                while !rest.is_empty() {
-                    let (used, n) = body_state.write(rest, &mut buf).map_err(proto)?;
-                    wire.extend_from_slice(&buf[..n]);
-                    rest = &rest[used..];
-                }
+                // A `Content-Length` body goes out as it is: no framing to add.
+                body_state.consume_direct_write(body.len()).map_err(proto)?;
+                wire.extend_from_slice(body);
                 body_state.proceed()
             }
             SendResponseResult::Cleanup(c) => c,
@@ -196,16 +188,11 @@ impl<'a> Responder<'a> {
                 _share: self.share,
             });
         }
-        let response = build(status, headers, None, close)?;
+        let response = build(status, headers, None, close);
         let mut send = self.reply.provide(response).map_err(proto)?;
-        let mut buf = vec![0u8; OUT_BUF];
-        loop {
-            let n = send.write(&mut buf).map_err(proto)?;
-            self.out.write_all(&buf[..n])?;
-            if send.is_finished() {
-                break;
-            }
-        }
+        let mut head = Vec::with_capacity(HEAD_ROOM);
+        write_head(&mut send, &mut head)?;
+        self.out.write_all(&head)?;
         self.out.flush()?;
         let mode = match send.proceed() {
             SendResponseResult::SendBody(b) => StreamMode::Chunked(Box::new(b)),
@@ -287,24 +274,29 @@ pub fn json_content_type() -> (HeaderName, HeaderValue) {
     )
 }
 
+/// The response head for ureq-proto, filled in place: http's builder moves the whole head
+/// through every `.header()` call (two copies of it each, callgrind).
 fn build(
     status: StatusCode,
     headers: Headers,
     content_length: Option<usize>,
     close: bool,
-) -> io::Result<Response<()>> {
-    let mut response = Response::builder().status(status);
+) -> Response<()> {
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    let map = response.headers_mut();
+    map.reserve(headers.len() + 2);
     for (name, value) in headers {
-        response = response.header(name, value);
+        map.append(name, value);
     }
     if let Some(len) = content_length {
-        response = response.header(header::CONTENT_LENGTH, len);
+        map.append(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     if close {
         // ureq-proto recognises only this exact lowercase value.
-        response = response.header(header::CONNECTION, "close");
+        map.append(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response.body(()).map_err(io::Error::other)
+    response
 }
 
 fn head_http10(status: StatusCode, headers: &Headers, content_length: Option<usize>) -> Vec<u8> {
@@ -347,6 +339,99 @@ pub fn raw_error(err: &ApiError) -> Vec<u8> {
     out
 }
 
+/// Appends the response head to `wire`, however long its header lines.
+fn write_head(send: &mut Reply<SendResponse>, wire: &mut Vec<u8>) -> io::Result<()> {
+    let mut room = HEAD_ROOM;
+    while !send.is_finished() {
+        match write_into(wire, room, |out| send.write(out)) {
+            // A header line longer than the room (a backend's trace id, say). Not past the
+            // limit on a request's head: a backend's head is no business of a larger one.
+            Err(ureq_proto::Error::OutputOverflow) if room < super::MAX_HEAD_BYTES => room *= 4,
+            written => written.map_err(proto)?,
+        }
+    }
+    Ok(())
+}
+
+/// Lets `write` fill up to `room` bytes at the end of `wire`; keeps what it wrote.
+fn write_into(
+    wire: &mut Vec<u8>,
+    room: usize,
+    write: impl FnOnce(&mut [u8]) -> Result<usize, ureq_proto::Error>,
+) -> Result<(), ureq_proto::Error> {
+    let start = wire.len();
+    wire.resize(start + room, 0);
+    let written = write(&mut wire[start..]);
+    wire.truncate(start + *written.as_ref().unwrap_or(&0));
+    written.map(drop)
+}
+
 fn proto(e: ureq_proto::Error) -> io::Error {
     io::Error::other(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ureq_proto::server::RecvRequestResult;
+
+    /// The right to answer a `GET` on HTTP/1.1, writing into `out`.
+    fn responder(out: &mut Vec<u8>) -> Responder<'_> {
+        let mut reply = Reply::new().unwrap();
+        reply
+            .try_request(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let Some(RecvRequestResult::ProvideResponse(reply)) = reply.proceed() else {
+            panic!("a GET without a body should be ready for its response");
+        };
+        Responder::new(out, reply, false, false, false, Transport::Tls)
+    }
+
+    #[test]
+    fn a_complete_response_carries_its_head_and_body_whatever_their_sizes() {
+        for (header_len, body_len) in [(10, 0), (10, 300), (3000, 5), (20_000, 100_000)] {
+            let mut out = Vec::new();
+            let id = "i".repeat(header_len);
+            let body = vec![b'b'; body_len];
+            let headers = vec![(
+                HeaderName::from_static("x-request-id"),
+                HeaderValue::from_str(&id).unwrap(),
+            )];
+            let after = responder(&mut out).send(StatusCode::OK, headers, &body);
+            assert!(
+                matches!(after, Ok(After::KeepAlive)),
+                "{header_len}: {after:?}"
+            );
+            let text = String::from_utf8(out).unwrap();
+            let (head, sent) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+            assert!(
+                head.contains(&format!("\r\nx-request-id: {id}")),
+                "{header_len}"
+            );
+            assert!(
+                head.contains(&format!("\r\ncontent-length: {body_len}")),
+                "{head}"
+            );
+            assert_eq!(sent.as_bytes(), &body[..], "{header_len}/{body_len}");
+        }
+    }
+
+    #[test]
+    fn a_streamed_response_carries_a_long_header_and_its_chunks() {
+        let mut out = Vec::new();
+        let id = "i".repeat(20_000);
+        let headers = vec![(
+            HeaderName::from_static("x-request-id"),
+            HeaderValue::from_str(&id).unwrap(),
+        )];
+        let mut stream = responder(&mut out).stream(StatusCode::OK, headers).unwrap();
+        stream.write(b"data: 1\n\n").unwrap();
+        assert!(matches!(stream.finish(), Ok(After::KeepAlive)));
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("\r\nx-request-id: {id}")));
+        assert!(head.contains("\r\ntransfer-encoding: chunked"), "{head}");
+        assert_eq!(body, "9\r\ndata: 1\n\n\r\n0\r\n\r\n");
+    }
 }

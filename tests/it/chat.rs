@@ -51,6 +51,34 @@ fn non_stream_reply_shows_client_model_and_request_is_rewritten_faithfully() {
     assert_eq!(up.header("cookie"), None);
 }
 
+/// Whatever the size of a backend's reply, it goes back whole: an empty body (a 200 with
+/// `Content-Length: 0`, which the proxy cannot parse and relays as it is) and a 6,000-byte
+/// response header. Both once broke the connection instead (a panic in the HTTP writer, and a
+/// head larger than its 4 KiB buffer).
+#[test]
+fn an_empty_reply_and_a_long_response_header_reach_the_client() {
+    let mock = crate::Mock::start();
+    let apis = r#"  - {name: empty, endpoint: "{UPSTREAM}", custom_model_id: empty, target_model_id: empty-json}
+  - {name: long, endpoint: "{UPSTREAM}", custom_model_id: long, target_model_id: long-header}"#;
+    let proxy = crate::Proxy::start(&crate::config_yaml(&mock.url(), apis, ""));
+    let empty = roundtrip(
+        proxy.port,
+        &proxy.ca_path(),
+        &chat_request(r#"{"model":"empty","messages":[]}"#, ""),
+    );
+    assert_eq!(empty.status, 200);
+    assert_eq!(empty.header("content-length"), Some("0"));
+    assert!(empty.complete && empty.body.is_empty());
+    let long = roundtrip(
+        proxy.port,
+        &proxy.ca_path(),
+        &chat_request(r#"{"model":"long","messages":[]}"#, ""),
+    );
+    assert_eq!(long.status, 200);
+    assert_eq!(long.header("openai-trace"), Some("t".repeat(6000).as_str()));
+    assert_eq!(long.json()["model"], "long");
+}
+
 #[test]
 fn endpoint_already_ending_in_v1_is_not_doubled() {
     let (mock, proxy) = setup();

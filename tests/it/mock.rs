@@ -17,6 +17,9 @@
 //! - `stall`: two stream events, then silence (connection open) for 30 s.
 //! - `garbage-sse`: `text/event-stream` whose body is not SSE at all.
 //! - `flood`: 4000 stream events of ~4 KiB, as fast as the reader takes them.
+//! - `empty-json`: 200, `application/json`, `Content-Length: 0` (a body the proxy cannot parse,
+//!   relayed as it is).
+//! - `long-header`: the canonical JSON reply with a 6,000-byte `openai-trace` header.
 //! - `thinking`: a DeepSeek-style thinking model with a weather tool: answers a user turn with
 //!   `reasoning_content` and a tool call, a tool result with the final answer; and, like the real
 //!   one, answers 400 when a tool-call turn in the history lacks its `reasoning_content`.
@@ -313,6 +316,15 @@ fn serve<S: Read + Write>(conn: S, recorded: &Mutex<Vec<Recorded>>) {
                 }
                 write_chunk(writer, "data: [DONE]\n\n");
                 writer.write_all(b"0\r\n\r\n").is_ok()
+            }
+            "empty-json" => writer
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n",
+                )
+                .is_ok(),
+            "long-header" => {
+                let trace = "t".repeat(6000);
+                send_json(writer, 200, &[("openai-trace", &trace)], &canonical_reply())
             }
             _ => send_json(writer, 200, &[], &canonical_reply()),
         };
