@@ -50,6 +50,11 @@ impl<'a> Fields<'a> {
         self.position(key).map(|i| &*self.entries[i].1)
     }
 
+    /// The members in order: each key (decoded) and its value's JSON text.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (&**k, &**v))
+    }
+
     pub fn contains(&self, key: &str) -> bool {
         self.position(key).is_some()
     }

@@ -44,24 +44,34 @@ impl Tokens {
     /// object.
     pub fn from_usage_json(usage: &str) -> Option<Tokens> {
         let usage = Fields::parse(usage.as_bytes()).ok()?;
-        let count = |name: &str| usage.get(name).map_or(0, whole_number);
         let detail = |object: &str, name: &str| {
-            usage
-                .get(object)
-                .and_then(|o| Fields::parse(o.as_bytes()).ok())
+            Fields::parse(object.as_bytes())
+                .ok()
                 .and_then(|o| o.get(name).map(whole_number))
                 .unwrap_or(0)
         };
-        Some(Tokens {
-            prompt: count("prompt_tokens").max(count("input_tokens")),
-            completion: count("completion_tokens").max(count("output_tokens")),
-            reasoning: detail("completion_tokens_details", "reasoning_tokens")
-                .max(detail("output_tokens_details", "reasoning_tokens")),
-            cached: detail("prompt_tokens_details", "cached_tokens")
-                .max(detail("input_tokens_details", "cached_tokens"))
+        // One pass over the members, not a lookup per name (nine of them). A name given twice
+        // counts with the larger of its values.
+        let mut tokens = Tokens::default();
+        for (key, value) in usage.iter() {
+            let (count, n) = match key {
+                "prompt_tokens" | "input_tokens" => (&mut tokens.prompt, whole_number(value)),
+                "completion_tokens" | "output_tokens" => {
+                    (&mut tokens.completion, whole_number(value))
+                }
+                "completion_tokens_details" | "output_tokens_details" => {
+                    (&mut tokens.reasoning, detail(value, "reasoning_tokens"))
+                }
+                "prompt_tokens_details" | "input_tokens_details" => {
+                    (&mut tokens.cached, detail(value, "cached_tokens"))
+                }
                 // DeepSeek's name for it.
-                .max(count("prompt_cache_hit_tokens")),
-        })
+                "prompt_cache_hit_tokens" => (&mut tokens.cached, whole_number(value)),
+                _ => continue,
+            };
+            *count = (*count).max(n);
+        }
+        Some(tokens)
     }
 
     pub fn total(&self) -> u64 {
