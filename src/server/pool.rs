@@ -5,7 +5,8 @@
 //! The pool is bounded by `server.workers` but started on demand: a connection queued while no
 //! worker is idle starts one, and a worker idle for [`IDLE_RETIRE`] ends (down to
 //! [`MIN_WORKERS`]). A small box idles with a handful of threads; a burst of long streams gets a
-//! thread each, up to the bound, and gives the memory back afterwards.
+//! thread each, up to the bound, and gives the memory back afterwards. Idle workers are woken
+//! most recently idle first (`State::asleep` says why).
 //!
 //! A panic while serving is caught here: that connection is dropped and logged, the worker and
 //! the process go on.
@@ -14,7 +15,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::Shutdown;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -51,7 +52,6 @@ const STACK: usize = 1024 * 1024;
 /// length is bounded by `server.max_connections`, since every queued connection holds a slot.
 pub struct WorkQueue {
     state: Mutex<State>,
-    ready: Condvar,
     /// Wakes the starter thread when workers are wanted (`State::to_start`).
     wanted: Condvar,
     /// Connections queued or being served: what a graceful stop waits for.
@@ -63,16 +63,38 @@ pub struct WorkQueue {
 #[derive(Default)]
 struct State {
     items: VecDeque<Conn>,
-    /// Workers waiting for a connection and not yet claimed by one.
-    idle: usize,
-    /// Wake-ups sent to idle workers that they have not taken yet. A worker counts as busy from
-    /// the moment it is claimed, not from when it wakes: otherwise a burst of connections sees
-    /// the same few "idle" workers and starts none.
-    claimed: usize,
+    /// Workers waiting for a connection and not yet claimed by one, the most recently idle
+    /// last: that one is woken first. It is the worker most likely to hold a kept backend
+    /// connection to the backend the next request goes to (it released none yet, see
+    /// [`RELEASE_AFTER`]) and warm caches, and under a light load the same few workers serve
+    /// while the others reach [`IDLE_RETIRE`] and end. Woken in turn, every worker would serve
+    /// now and then, and an agent's tool loop would open a backend connection per worker.
+    ///
+    /// A worker counts as busy from the moment it is claimed (taken off here), not from when
+    /// it wakes: otherwise a burst of connections sees the same few "idle" workers and starts
+    /// none.
+    asleep: Vec<Arc<Slot>>,
     /// Workers alive, or asked of the starter thread.
     total: usize,
     /// Workers the starter thread is yet to start.
     to_start: usize,
+}
+
+/// An idle worker's place in line, with a wake-up of its own (see `State::asleep`).
+#[derive(Default)]
+struct Slot {
+    wake: Condvar,
+    /// Taken off the line for a connection (set under the state's lock).
+    claimed: AtomicBool,
+}
+
+impl State {
+    /// Takes `slot` off the line, if it is on it.
+    fn leave(&mut self, slot: &Arc<Slot>) {
+        if let Some(i) = self.asleep.iter().rposition(|s| Arc::ptr_eq(s, slot)) {
+            self.asleep.remove(i);
+        }
+    }
 }
 
 /// What every worker needs.
@@ -93,7 +115,6 @@ impl WorkQueue {
     ) -> io::Result<Arc<Self>> {
         let queue = Arc::new(WorkQueue {
             state: Mutex::new(State::default()),
-            ready: Condvar::new(),
             wanted: Condvar::new(),
             in_flight: AtomicUsize::new(0),
             max_workers: settings.workers,
@@ -122,11 +143,10 @@ impl WorkQueue {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let mut state = self.lock();
         state.items.push_back(conn);
-        if state.idle > 0 {
-            state.idle -= 1;
-            state.claimed += 1;
+        if let Some(slot) = state.asleep.pop() {
+            slot.claimed.store(true, Ordering::Relaxed);
             drop(state);
-            self.ready.notify_one();
+            slot.wake.notify_one();
         } else if state.total < self.max_workers {
             // Started by the starter thread, not here on the parking loop: creating a thread
             // took up to 0.7 s while hundreds of others were running (a burst of 1,000 streams,
@@ -178,7 +198,8 @@ impl WorkQueue {
     fn work(&self) {
         thread_cache::enable();
         super::os::note_stack();
-        while let Some(conn) = self.next() {
+        let slot = Arc::new(Slot::default());
+        while let Some(conn) = self.next(&slot) {
             let peer = conn.peer;
             let job = &self.job;
             let served = catch_unwind(AssertUnwindSafe(|| {
@@ -197,36 +218,47 @@ impl WorkQueue {
     }
 
     /// The next connection, or `None` when this worker should end.
-    fn next(&self) -> Option<Conn> {
+    fn next(&self, slot: &Arc<Slot>) -> Option<Conn> {
         let mut state = self.lock();
         // Whether the handler was told this worker is idle, since it last served.
         let mut released = false;
+        // Whether `slot` is in line (`State::asleep`).
+        let mut asleep = false;
         loop {
+            if asleep && slot.claimed.swap(false, Ordering::Relaxed) {
+                asleep = false;
+            }
             if let Some(conn) = state.items.pop_front() {
+                if asleep {
+                    // Taken on its own: whoever was claimed for it finds nothing, and waits on.
+                    state.leave(slot);
+                }
                 return Some(conn);
             }
-            state.idle += 1;
+            if !asleep {
+                state.asleep.push(Arc::clone(slot));
+                asleep = true;
+            }
             let wait = if released { IDLE_RETIRE } else { RELEASE_AFTER };
-            let (guard, _) = self
-                .ready
+            let (guard, waited) = slot
+                .wake
                 .wait_timeout(state, wait)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             state = guard;
-            if state.claimed > 0 {
-                state.claimed -= 1;
+            if slot.claimed.load(Ordering::Relaxed) || !waited.timed_out() {
+                // Claimed, or a spurious wake-up (or a claim's late one): back to the top.
                 continue;
             }
             if !released {
-                state.idle -= 1;
+                // Still in line meanwhile, in its place.
                 drop(state);
                 self.job.handler.idle();
                 released = true;
                 state = self.lock();
                 continue;
             }
-            // Not claimed: a timeout (or a spurious wake-up).
-            state.idle -= 1;
             if state.items.is_empty() && state.total > MIN_WORKERS {
+                state.leave(slot);
                 state.total -= 1;
                 let last_of_burst = state.total == MIN_WORKERS;
                 drop(state);
@@ -535,7 +567,7 @@ fn close(mut conn: Conn) {
 mod tests {
     use std::io::Write;
     use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
 
     use http::{Request, StatusCode};
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};

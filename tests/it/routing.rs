@@ -93,8 +93,8 @@ fn sixteen_requests_at_once_keep_their_backend_connections() {
 }
 
 /// Requests one at a time, each on a new client connection with a pause between them, reuse
-/// one backend connection: each may be served by another worker (idle workers take turns),
-/// and a worker idle for a moment gives its kept backend connection to the others.
+/// one backend connection, whichever worker serves them: a worker idle for a moment gives its
+/// kept backend connection to the others.
 #[test]
 fn requests_one_at_a_time_reuse_one_backend_connection_whichever_worker_serves_them() {
     let mock = Mock::start();
@@ -115,6 +115,37 @@ fn requests_one_at_a_time_reuse_one_backend_connection_whichever_worker_serves_t
         mock.connections(),
         1,
         "requests one at a time opened backend connections"
+    );
+}
+
+/// An agent's tool loop: requests on one client connection with pauses of 40 ms between them,
+/// longer than a worker waits on a connection (so it is parked in between) and shorter than it
+/// takes a worker to give its backend connection to the others. The worker that served the
+/// last request is the one that takes the next, and reuses its own backend connection: idle
+/// workers are woken most recent first, not in turn.
+#[test]
+fn a_tool_loop_on_one_connection_reuses_one_backend_connection() {
+    let mock = Mock::start();
+    let proxy = start(
+        &format!(
+            r#"  - {{name: a, endpoint: "{}", custom_model_id: m, target_model_id: chat}}"#,
+            mock.url()
+        ),
+        "",
+    );
+    let request = chat_request(r#"{"model":"m","messages":[]}"#, "");
+    let mut reader = BufReader::new(crate::client::connect(proxy.port, &proxy.ca_path()));
+    for _ in 0..6 {
+        reader.get_mut().write_all(&request).unwrap();
+        reader.get_mut().flush().unwrap();
+        let reply = read_response(&mut reader).unwrap();
+        assert_eq!(reply.status, 200);
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    assert_eq!(
+        mock.connections(),
+        1,
+        "a tool loop's requests opened backend connections"
     );
 }
 
