@@ -616,6 +616,109 @@ mod tests {
         (server, Arc::new(client))
     }
 
+    fn settings(workers: usize) -> Settings {
+        Settings {
+            workers,
+            max_connections: 10,
+            max_body_bytes: 1024,
+            body_budget: crate::server::BodyBudget::new(4096),
+            clients: crate::server::Clients::new(10, 10),
+            min_body_rate: 0,
+            timeouts: Timeouts::default(),
+            shutdown_timeout: Duration::from_secs(1),
+            open_connections: Arc::default(),
+            tls: None,
+        }
+    }
+
+    /// One `GET` on a new connection; the whole answer.
+    fn get(addr: SocketAddr, client_tls: Arc<ClientConfig>) -> Vec<u8> {
+        let sock = TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = ClientConnection::new(client_tls, name).unwrap();
+        let mut tls = StreamOwned::new(conn, sock);
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer);
+        answer
+    }
+
+    /// Answers with the name of the worker thread that served, and counts `idle` calls.
+    #[derive(Default)]
+    struct Named {
+        idle: AtomicUsize,
+    }
+
+    impl Handler for Named {
+        fn handle(
+            &self,
+            _: Request<Vec<u8>>,
+            _: SocketAddr,
+            r: Responder<'_>,
+        ) -> io::Result<After> {
+            let thread = format!("{:?}", std::thread::current().id());
+            r.send(StatusCode::OK, Vec::new(), thread.as_bytes())
+        }
+
+        fn idle(&self) {
+            self.idle.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_worker_idle_the_shortest_time_serves_next_and_an_idle_one_is_told() {
+        let (server_tls, client_tls) = configs();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let returns = Returns {
+            tx,
+            waker: Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap()),
+        };
+        let settings = settings(4);
+        let handler = Arc::new(Named::default());
+        let queue = WorkQueue::new(
+            &settings,
+            Arc::clone(&handler) as Arc<dyn Handler>,
+            returns,
+            Arc::new(Lifecycle::default()),
+        )
+        .unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        // Until both workers kept warm are in line (idle), as they are before each request.
+        let all_idle = || {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while queue.lock().asleep.len() < MIN_WORKERS && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let mut served_by = Vec::new();
+        for _ in 0..4 {
+            all_idle();
+            let client_tls = Arc::clone(&client_tls);
+            let client = std::thread::spawn(move || get(addr, client_tls));
+            queue.push(accept_ready(&listener, &server_tls, &open, &settings));
+            let answer = String::from_utf8(client.join().unwrap()).unwrap();
+            served_by.push(answer.rsplit("\r\n").next().unwrap_or("").to_owned());
+        }
+        assert!(
+            served_by.iter().all(|t| *t == served_by[0]),
+            "served by {served_by:?}: not the worker idle the shortest time"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while handler.idle.load(Ordering::SeqCst) < MIN_WORKERS && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            handler.idle.load(Ordering::SeqCst) >= MIN_WORKERS,
+            "idle workers were not told so"
+        );
+    }
+
     /// Accepts one connection, completes its handshake and receives its request, as the
     /// parking loop would, and returns it ready for a worker.
     fn accept_ready(
@@ -664,18 +767,7 @@ mod tests {
             tx,
             waker: Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap()),
         };
-        let settings = Settings {
-            workers: 1,
-            max_connections: 10,
-            max_body_bytes: 1024,
-            body_budget: crate::server::BodyBudget::new(4096),
-            clients: crate::server::Clients::new(10, 10),
-            min_body_rate: 0,
-            timeouts: Timeouts::default(),
-            shutdown_timeout: Duration::from_secs(1),
-            open_connections: Arc::default(),
-            tls: None,
-        };
+        let settings = settings(1);
         let queue = WorkQueue::new(
             &settings,
             Arc::new(PanicOnce(AtomicBool::new(false))),
@@ -688,19 +780,7 @@ mod tests {
         let mut answers = Vec::new();
         for _ in 0..2 {
             let client_tls = Arc::clone(&client_tls);
-            let client = std::thread::spawn(move || {
-                let sock = TcpStream::connect(addr).unwrap();
-                sock.set_read_timeout(Some(Duration::from_secs(10)))
-                    .unwrap();
-                let name = ServerName::try_from("localhost").unwrap();
-                let conn = ClientConnection::new(client_tls, name).unwrap();
-                let mut tls = StreamOwned::new(conn, sock);
-                tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    .unwrap();
-                let mut answer = Vec::new();
-                let _ = tls.read_to_end(&mut answer);
-                answer
-            });
+            let client = std::thread::spawn(move || get(addr, client_tls));
             queue.push(accept_ready(&listener, &server_tls, &open, &settings));
             answers.push(client.join().unwrap());
         }
