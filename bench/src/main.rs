@@ -117,6 +117,26 @@ fn main() {
         hostile::burst(&ours, theirs.as_ref(), n, pace);
         return;
     }
+    if let Some(w) = args.windows(2).find(|w| w[0] == "--memory") {
+        // `--memory ROUNDS`: only the memory phase, repeated: a throughput round at 128
+        // clients as in a full run, then 256 streams at once, and the RSS 6 s after.
+        let rounds: usize = w[1].parse().unwrap_or(3);
+        for round in 1..=rounds {
+            throughput(&ours, &our_pids, 128, Duration::from_secs(2));
+            let (before, _) = procs::rss_and_threads(pid);
+            let sampler = sample_peak(pid);
+            streams(&ours, 256, 64, 20, epoch);
+            let (peak, _) = sampler.finish();
+            std::thread::sleep(Duration::from_secs(6));
+            let (after, threads) = procs::rss_and_threads(pid);
+            println!(
+                "round {round}: idle {rss_idle} KiB, before {before}, peak {peak}, 6 s after \
+                 {after} ({} above idle), {threads} threads",
+                after as i64 - rss_idle as i64
+            );
+        }
+        return;
+    }
     if let Some(w) = args.windows(3).find(|w| w[0] == "--load") {
         // `--load SECONDS CLIENTS`: only throughput rounds, trae-proxy then nginx, with their
         // process ids printed first (for `perf record -p`).
