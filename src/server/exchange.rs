@@ -20,9 +20,10 @@ pub trait Handler: Send + Sync + 'static {
         responder: Responder<'_>,
     ) -> io::Result<After>;
 
-    /// The calling worker has had nothing to do for a moment (pool.rs, `RELEASE_AFTER`) and
-    /// waits for a connection: whatever it keeps for itself (backend connections) should go
-    /// where other workers find it.
+    /// The calling worker has had nothing to do for a moment (pool.rs, `RELEASE_AFTER`), or
+    /// for a while longer again (`IDLE_RETIRE`), and waits for a connection: whatever it keeps
+    /// for itself (backend connections) should go where other workers find it, and what has
+    /// been kept too long be let go.
     fn idle(&self) {}
 }
 

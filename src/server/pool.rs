@@ -257,6 +257,14 @@ impl WorkQueue {
                 state = self.lock();
                 continue;
             }
+            // Idle for IDLE_RETIRE more: told again (what it kept ages meanwhile), then it
+            // ends or stays. Still in line while told.
+            drop(state);
+            self.job.handler.idle();
+            state = self.lock();
+            if slot.claimed.load(Ordering::Relaxed) {
+                continue;
+            }
             if state.items.is_empty() && state.total > MIN_WORKERS {
                 state.leave(slot);
                 state.total -= 1;

@@ -41,6 +41,13 @@ pub const MAX_IDLE_AGE: Duration = Duration::from_secs(50);
 /// new backend connection for 6 % of its requests (a TCP and, for a remote backend, a TLS
 /// handshake each), with 16 for 0.4 %; 64 gained nothing and kept 1.5-3 MiB more after a burst.
 pub const PER_HOST: usize = 16;
+/// Kept in the shared list per backend host once none has been taken for a while ([`QUIET_AFTER`]):
+/// the 16 serve bursts of concurrent requests; after one, a few are enough for the next
+/// requests, and the others' buffers (18 KiB each) and sockets go back.
+pub const QUIET_KEEP: usize = 4;
+/// How long a connection beyond [`QUIET_KEEP`] may stay idle. Below the worker pool's 5 s
+/// `IDLE_RETIRE`, so that a burst's surplus is closed as its workers end.
+pub const QUIET_AFTER: Duration = Duration::from_secs(4);
 /// Hosts tracked at most: a configuration names few, and a reload builds new pools.
 const MAX_HOSTS: usize = 64;
 
@@ -158,19 +165,22 @@ fn own(pool: &Arc<Pool>, scheme: &str, authority: &str) -> Option<(usize, Option
     })
 }
 
-/// Gives this thread's own kept connections to the shared lists, where any thread finds them:
-/// called when the thread has had nothing to do for a moment (a worker between connections,
-/// through `Handler::idle`). Under load a worker is rarely idle that long and keeps its own;
-/// when requests come one at a time, each may be served by another worker, which then finds the
-/// connection the last one used.
+/// Gives this thread's own kept connections to the shared lists, where any thread finds them,
+/// and closes what has been idle too long there: called when the thread has had nothing to do
+/// for a moment, and again after each longer wait (a worker between connections, through
+/// `Handler::idle`). Under load a worker is rarely idle that long and keeps its own; when
+/// requests come one at a time, another worker may serve the next, and finds the connection
+/// the last one used. Nothing else runs when the proxy is quiet, so the surplus of a burst is
+/// closed here (see [`QUIET_KEEP`]).
 pub fn share_own() {
     OWN.with_borrow_mut(|own| {
         // A reload's old pools: their connections close here, not when this thread next meets
         // a new host.
         own.retain(|o| !o.pool.retired.load(Ordering::Relaxed));
         for place in own.iter_mut() {
-            if let Some((since, transport)) = place.idle.take() {
-                place.pool.share(place.host, since, transport);
+            match place.idle.take() {
+                Some((since, transport)) => place.pool.share(place.host, since, transport),
+                None => place.pool.tidy(place.host),
             }
         }
     });
@@ -236,21 +246,41 @@ impl Pool {
         }
     }
 
-    /// Adds a connection to the shared list of `host`; the oldest beyond [`PER_HOST`] or
-    /// [`MAX_IDLE_AGE`] is closed.
+    /// Adds a connection to the shared list of `host`, and closes what [`expired`] says.
     fn share(&self, host: usize, since: Instant, transport: Boxed) {
         let mut hosts = self.lock();
         let idle = &mut hosts[host].idle;
         idle.push((since, transport));
-        let young = idle
-            .iter()
-            .position(|(since, _)| since.elapsed() < MAX_IDLE_AGE)
-            .unwrap_or(idle.len())
-            .max(idle.len().saturating_sub(PER_HOST));
-        let closing: Vec<_> = idle.drain(..young).collect();
+        let closing = expired(idle, Instant::now());
         drop(hosts);
         drop(closing);
     }
+
+    /// Closes what [`expired`] says of the shared list of `host`.
+    fn tidy(&self, host: usize) {
+        let mut hosts = self.lock();
+        let closing = expired(&mut hosts[host].idle, Instant::now());
+        drop(hosts);
+        drop(closing);
+    }
+}
+
+/// Takes out of `idle` (oldest first) what is to be closed at `now`: the oldest beyond
+/// [`PER_HOST`], any idle for [`MAX_IDLE_AGE`], and of those idle for [`QUIET_AFTER`] all but
+/// [`QUIET_KEEP`] of the list. Closed by the caller once the lock is released.
+fn expired<T>(idle: &mut Vec<(Instant, T)>, now: Instant) -> Vec<(Instant, T)> {
+    let age = |since: &Instant| now.saturating_duration_since(*since);
+    let stale = idle
+        .iter()
+        .position(|(since, _)| age(since) < MAX_IDLE_AGE)
+        .unwrap_or(idle.len());
+    let quiet = idle
+        .iter()
+        .take_while(|(since, _)| age(since) >= QUIET_AFTER)
+        .count();
+    let surplus = idle.len().saturating_sub(QUIET_KEEP).min(quiet);
+    let over = idle.len().saturating_sub(PER_HOST);
+    idle.drain(..stale.max(surplus).max(over)).collect()
 }
 
 impl Drop for Kept {
@@ -512,6 +542,39 @@ mod tests {
             Ok(0),
             "the retired pool's connection was not closed"
         );
+    }
+
+    #[test]
+    fn a_burst_s_surplus_is_closed_once_quiet_and_nothing_outlives_its_age() {
+        let now = Instant::now() + MAX_IDLE_AGE + Duration::from_secs(10);
+        // Oldest first, as the list keeps them; each value its age in seconds.
+        let list = |ages: &[u64]| -> Vec<(Instant, u64)> {
+            ages.iter()
+                .map(|&a| (now - Duration::from_secs(a), a))
+                .collect()
+        };
+        let ages = |v: &[(Instant, u64)]| v.iter().map(|(_, a)| *a).collect::<Vec<_>>();
+
+        // Sixteen from a burst 1 s ago: all kept.
+        let mut idle = list(&[1; PER_HOST]);
+        assert!(expired(&mut idle, now).is_empty());
+        // The same, quiet for QUIET_AFTER: all but QUIET_KEEP closed, the oldest first.
+        let mut idle = list(&[9, 8, 7, 6, 5, 5, 4, 4]);
+        assert_eq!(ages(&expired(&mut idle, now)), [9, 8, 7, 6]);
+        assert_eq!(ages(&idle), [5, 5, 4, 4]);
+        // Quiet ones beside recently used ones: the surplus goes, the recent ones stay.
+        let mut idle = list(&[20, 10, 6, 3, 2, 1, 0]);
+        assert_eq!(ages(&expired(&mut idle, now)), [20, 10, 6]);
+        assert_eq!(ages(&idle), [3, 2, 1, 0]);
+        // Fewer than QUIET_KEEP: kept however quiet, up to MAX_IDLE_AGE.
+        let max = MAX_IDLE_AGE.as_secs();
+        let mut idle = list(&[max + 1, max - 1, 30]);
+        assert_eq!(ages(&expired(&mut idle, now)), [max + 1]);
+        assert_eq!(ages(&idle), [max - 1, 30]);
+        // More than PER_HOST, all recent: the oldest beyond it.
+        let mut idle = list(&[3, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 1]);
+        assert_eq!(ages(&expired(&mut idle, now)), [3]);
+        assert_eq!(idle.len(), PER_HOST);
     }
 
     #[test]

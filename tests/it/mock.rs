@@ -70,6 +70,8 @@ pub struct Mock {
     pub requests: Arc<Mutex<Vec<Recorded>>>,
     /// Connections accepted so far: how many the proxy opened.
     connections: Arc<AtomicUsize>,
+    /// Connections open now.
+    open: Arc<AtomicUsize>,
     /// PEM of the TLS mock's certificate (its own trust anchor).
     pub cert_pem: Option<String>,
 }
@@ -112,19 +114,27 @@ impl Mock {
         let recorded = Arc::clone(&requests);
         let connections = Arc::new(AtomicUsize::new(0));
         let accepted = Arc::clone(&connections);
+        let open = Arc::new(AtomicUsize::new(0));
+        let still_open = Arc::clone(&open);
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 accepted.fetch_add(1, Ordering::SeqCst);
+                still_open.fetch_add(1, Ordering::SeqCst);
                 let _ = conn.set_nodelay(true);
                 let recorded = Arc::clone(&recorded);
                 let tls = tls.clone();
-                std::thread::spawn(move || match tls {
-                    None => serve(conn, &recorded),
-                    Some(config) => {
-                        let server = rustls::ServerConnection::new(config).unwrap();
-                        serve(rustls::StreamOwned::new(server, conn), &recorded);
+                let open = Arc::clone(&still_open);
+                std::thread::spawn(move || {
+                    match tls {
+                        None => serve(conn, &recorded),
+                        Some(config) => {
+                            let server = rustls::ServerConnection::new(config).unwrap();
+                            serve(rustls::StreamOwned::new(server, conn), &recorded);
+                        }
                     }
+                    // The proxy closed it (or it was cut here).
+                    open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -132,6 +142,7 @@ impl Mock {
             port,
             requests,
             connections,
+            open,
             cert_pem: None,
         }
     }
@@ -149,6 +160,11 @@ impl Mock {
 
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now: accepted and not yet closed.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 }
 

@@ -92,6 +92,40 @@ fn sixteen_requests_at_once_keep_their_backend_connections() {
     );
 }
 
+/// After a burst the backend connections beyond four are closed once none has been used for a
+/// few seconds; four stay for the next requests. (Kept for 50 s, all of a burst's held their
+/// buffers, and the backend its sockets.)
+#[test]
+fn a_burst_s_surplus_backend_connections_close_after_a_quiet_spell() {
+    const CLIENTS: usize = 8;
+    let mock = Mock::start();
+    let proxy = start(
+        &format!(
+            r#"  - {{name: a, endpoint: "{}", custom_model_id: m, target_model_id: chat-slow}}"#,
+            mock.url()
+        ),
+        "",
+    );
+    let stream = chat_request(r#"{"model":"m","stream":true,"messages":[]}"#, "");
+    let barrier = std::sync::Barrier::new(CLIENTS);
+    std::thread::scope(|s| {
+        for _ in 0..CLIENTS {
+            s.spawn(|| {
+                barrier.wait();
+                let reply = roundtrip(proxy.port, &proxy.ca_path(), &stream);
+                assert!(reply.text().contains("[DONE]"));
+            });
+        }
+    });
+    assert_eq!(mock.open(), CLIENTS, "a stream's connection was not kept");
+    // Four seconds quiet, and the workers' next idle turn (5 s after their first).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mock.open() > 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(mock.open(), 4, "the quiet surplus was not closed");
+}
+
 /// Requests one at a time, each on a new client connection with a pause between them, reuse
 /// one backend connection, whichever worker serves them: a worker idle for a moment gives its
 /// kept backend connection to the others.
