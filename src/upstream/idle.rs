@@ -10,10 +10,10 @@
 //! lock: a worker serves one request at a time, so under load every request finds its thread's
 //! connection and nothing is shared. Connections beyond that, those of a thread that has been
 //! idle for a moment ([`share_own`]) and those of a thread that ends go to a shared list per
-//! host (newest last, at most [`PER_HOST`]); a thread without one of its own takes the newest
-//! there (the least likely to have been closed by the backend's keep-alive timeout; the others
-//! age out when fewer are needed), else connects. So a connection outlives the worker that made
-//! it, and any worker reuses it, as with ureq's pool.
+//! host (newest last, at most [`PER_HOST`], and [`QUIET_KEEP`] once quiet); a thread without
+//! one of its own takes the newest there (the least likely to have been closed by the backend's
+//! keep-alive timeout; the others age out when fewer are needed), else connects. So a
+//! connection outlives the worker that made it, and any worker reuses it, as with ureq's pool.
 //!
 //! How it sits in ureq: [`Keeping`] wraps the whole connector chain, every thread has its own
 //! agent (agents.rs), and the agents keep no connection themselves (`max_idle_connections(0)`).
