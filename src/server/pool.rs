@@ -73,7 +73,7 @@ struct State {
     /// A worker counts as busy from the moment it is claimed (taken off here), not from when
     /// it wakes: otherwise a burst of connections sees the same few "idle" workers and starts
     /// none.
-    asleep: Vec<Arc<Slot>>,
+    asleep: Vec<Arc<Waiter>>,
     /// Workers alive, or asked of the starter thread.
     total: usize,
     /// Workers the starter thread is yet to start.
@@ -82,16 +82,16 @@ struct State {
 
 /// An idle worker's place in line, with a wake-up of its own (see `State::asleep`).
 #[derive(Default)]
-struct Slot {
+struct Waiter {
     wake: Condvar,
     /// Taken off the line for a connection (set under the state's lock).
     claimed: AtomicBool,
 }
 
 impl State {
-    /// Takes `slot` off the line, if it is on it.
-    fn leave(&mut self, slot: &Arc<Slot>) {
-        if let Some(i) = self.asleep.iter().rposition(|s| Arc::ptr_eq(s, slot)) {
+    /// Takes `waiter` off the line, if it is on it.
+    fn leave(&mut self, waiter: &Arc<Waiter>) {
+        if let Some(i) = self.asleep.iter().rposition(|s| Arc::ptr_eq(s, waiter)) {
             self.asleep.remove(i);
         }
     }
@@ -143,10 +143,10 @@ impl WorkQueue {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let mut state = self.lock();
         state.items.push_back(conn);
-        if let Some(slot) = state.asleep.pop() {
-            slot.claimed.store(true, Ordering::Relaxed);
+        if let Some(waiter) = state.asleep.pop() {
+            waiter.claimed.store(true, Ordering::Relaxed);
             drop(state);
-            slot.wake.notify_one();
+            waiter.wake.notify_one();
         } else if state.total < self.max_workers {
             // Started by the starter thread, not here on the parking loop: creating a thread
             // took up to 0.7 s while hundreds of others were running (a burst of 1,000 streams,
@@ -198,8 +198,8 @@ impl WorkQueue {
     fn work(&self) {
         thread_cache::enable();
         super::os::note_stack();
-        let slot = Arc::new(Slot::default());
-        while let Some(conn) = self.next(&slot) {
+        let waiter = Arc::new(Waiter::default());
+        while let Some(conn) = self.next(&waiter) {
             let peer = conn.peer;
             let job = &self.job;
             let served = catch_unwind(AssertUnwindSafe(|| {
@@ -218,34 +218,34 @@ impl WorkQueue {
     }
 
     /// The next connection, or `None` when this worker should end.
-    fn next(&self, slot: &Arc<Slot>) -> Option<Conn> {
+    fn next(&self, waiter: &Arc<Waiter>) -> Option<Conn> {
         let mut state = self.lock();
         // Whether the handler was told this worker is idle, since it last served.
         let mut released = false;
-        // Whether `slot` is in line (`State::asleep`).
+        // Whether `waiter` is in line (`State::asleep`).
         let mut asleep = false;
         loop {
-            if asleep && slot.claimed.swap(false, Ordering::Relaxed) {
+            if asleep && waiter.claimed.swap(false, Ordering::Relaxed) {
                 asleep = false;
             }
             if let Some(conn) = state.items.pop_front() {
                 if asleep {
                     // Taken on its own: whoever was claimed for it finds nothing, and waits on.
-                    state.leave(slot);
+                    state.leave(waiter);
                 }
                 return Some(conn);
             }
             if !asleep {
-                state.asleep.push(Arc::clone(slot));
+                state.asleep.push(Arc::clone(waiter));
                 asleep = true;
             }
             let wait = if released { IDLE_RETIRE } else { RELEASE_AFTER };
-            let (guard, waited) = slot
+            let (guard, waited) = waiter
                 .wake
                 .wait_timeout(state, wait)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             state = guard;
-            if slot.claimed.load(Ordering::Relaxed) || !waited.timed_out() {
+            if waiter.claimed.load(Ordering::Relaxed) || !waited.timed_out() {
                 // Claimed, or a spurious wake-up (or a claim's late one): back to the top.
                 continue;
             }
@@ -262,11 +262,11 @@ impl WorkQueue {
             drop(state);
             self.job.handler.idle();
             state = self.lock();
-            if slot.claimed.load(Ordering::Relaxed) {
+            if waiter.claimed.load(Ordering::Relaxed) {
                 continue;
             }
             if state.items.is_empty() && state.total > MIN_WORKERS {
-                state.leave(slot);
+                state.leave(waiter);
                 state.total -= 1;
                 let last_of_burst = state.total == MIN_WORKERS;
                 drop(state);
@@ -639,6 +639,33 @@ mod tests {
         }
     }
 
+    /// A queue of `workers` in front of `handler`, and what it needs kept alive: a poller that
+    /// never runs, and the channel that parked connections would go back to it through.
+    struct Rig {
+        queue: Arc<WorkQueue>,
+        settings: Settings,
+        _poll: mio::Poll,
+        _parked: std::sync::mpsc::Receiver<Conn>,
+    }
+
+    fn rig(workers: usize, handler: Arc<dyn Handler>) -> Rig {
+        let poll = mio::Poll::new().unwrap();
+        let (tx, parked) = std::sync::mpsc::channel();
+        let returns = Returns {
+            tx,
+            waker: Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap()),
+        };
+        let settings = settings(workers);
+        let queue =
+            WorkQueue::new(&settings, handler, returns, Arc::new(Lifecycle::default())).unwrap();
+        Rig {
+            queue,
+            settings,
+            _poll: poll,
+            _parked: parked,
+        }
+    }
+
     /// One `GET` on a new connection; the whole answer.
     fn get(addr: SocketAddr, client_tls: Arc<ClientConfig>) -> Vec<u8> {
         let sock = TcpStream::connect(addr).unwrap();
@@ -681,21 +708,10 @@ mod tests {
         let (server_tls, client_tls) = configs();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let poll = mio::Poll::new().unwrap();
-        let (tx, _rx) = std::sync::mpsc::channel();
-        let returns = Returns {
-            tx,
-            waker: Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap()),
-        };
-        let settings = settings(4);
         let handler = Arc::new(Named::default());
-        let queue = WorkQueue::new(
-            &settings,
-            Arc::clone(&handler) as Arc<dyn Handler>,
-            returns,
-            Arc::new(Lifecycle::default()),
-        )
-        .unwrap();
+        let Rig {
+            queue, settings, ..
+        } = &rig(4, Arc::clone(&handler) as Arc<dyn Handler>);
         let open = Arc::new(AtomicUsize::new(0));
         // Until both workers kept warm are in line (idle), as they are before each request.
         let all_idle = || {
@@ -709,7 +725,7 @@ mod tests {
             all_idle();
             let client_tls = Arc::clone(&client_tls);
             let client = std::thread::spawn(move || get(addr, client_tls));
-            queue.push(accept_ready(&listener, &server_tls, &open, &settings));
+            queue.push(accept_ready(&listener, &server_tls, &open, settings));
             let answer = String::from_utf8(client.join().unwrap()).unwrap();
             served_by.push(answer.rsplit("\r\n").next().unwrap_or("").to_owned());
         }
@@ -769,27 +785,16 @@ mod tests {
         let (server_tls, client_tls) = configs();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let poll = mio::Poll::new().unwrap();
-        let (tx, _rx) = std::sync::mpsc::channel();
-        let returns = Returns {
-            tx,
-            waker: Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap()),
-        };
-        let settings = settings(1);
-        let queue = WorkQueue::new(
-            &settings,
-            Arc::new(PanicOnce(AtomicBool::new(false))),
-            returns,
-            Arc::new(Lifecycle::default()),
-        )
-        .unwrap();
+        let Rig {
+            queue, settings, ..
+        } = &rig(1, Arc::new(PanicOnce(AtomicBool::new(false))));
         let open = Arc::new(AtomicUsize::new(0));
 
         let mut answers = Vec::new();
         for _ in 0..2 {
             let client_tls = Arc::clone(&client_tls);
             let client = std::thread::spawn(move || get(addr, client_tls));
-            queue.push(accept_ready(&listener, &server_tls, &open, &settings));
+            queue.push(accept_ready(&listener, &server_tls, &open, settings));
             answers.push(client.join().unwrap());
         }
         assert!(

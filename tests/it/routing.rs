@@ -25,6 +25,37 @@ fn start(apis: &str, server_extra: &str) -> Proxy {
     Proxy::start(&config_yaml("unused", apis, server_extra))
 }
 
+/// A mock backend and a proxy that sends model `m` to it as `target`.
+fn one_backend(target: &str) -> (Mock, Proxy) {
+    let mock = Mock::start();
+    let proxy = start(
+        &format!(
+            r#"  - {{name: a, endpoint: "{}", custom_model_id: m, target_model_id: {target}}}"#,
+            mock.url()
+        ),
+        "",
+    );
+    (mock, proxy)
+}
+
+/// `clients` streams of model `m` started together; each must end with `[DONE]`. With
+/// `chat-slow` (200 ms between events, over a second) all are at the backend at once, even
+/// under emulation.
+fn streams_at_once(proxy: &Proxy, clients: usize) {
+    let stream = chat_request(r#"{"model":"m","stream":true,"messages":[]}"#, "");
+    let barrier = std::sync::Barrier::new(clients);
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            s.spawn(|| {
+                barrier.wait();
+                let reply = roundtrip(proxy.port, &proxy.ca_path(), &stream);
+                assert_eq!(reply.status, 200);
+                assert!(reply.text().contains("[DONE]"));
+            });
+        }
+    });
+}
+
 #[test]
 fn pool_spreads_requests_by_weight() {
     let (a, b) = (Mock::start(), Mock::start());
@@ -56,30 +87,10 @@ fn pool_spreads_requests_by_weight() {
 #[test]
 fn sixteen_requests_at_once_keep_their_backend_connections() {
     const CLIENTS: usize = 16;
-    let mock = Mock::start();
-    let proxy = start(
-        &format!(
-            r#"  - {{name: a, endpoint: "{}", custom_model_id: m, target_model_id: chat-slow}}"#,
-            mock.url()
-        ),
-        "",
-    );
-    let stream = chat_request(r#"{"model":"m","stream":true,"messages":[]}"#, "");
-    let barrier = std::sync::Barrier::new(CLIENTS);
+    let (mock, proxy) = one_backend("chat-slow");
     let mut after_round = Vec::new();
     for _ in 0..3 {
-        // Streams of over a second (200 ms between events), started together: all sixteen are
-        // at the backend at once, even under emulation.
-        std::thread::scope(|s| {
-            for _ in 0..CLIENTS {
-                s.spawn(|| {
-                    barrier.wait();
-                    let reply = roundtrip(proxy.port, &proxy.ca_path(), &stream);
-                    assert_eq!(reply.status, 200);
-                    assert!(reply.text().contains("[DONE]"));
-                });
-            }
-        });
+        streams_at_once(&proxy, CLIENTS);
         after_round.push(mock.connections());
     }
     assert!(
@@ -98,25 +109,8 @@ fn sixteen_requests_at_once_keep_their_backend_connections() {
 #[test]
 fn a_burst_s_surplus_backend_connections_close_after_a_quiet_spell() {
     const CLIENTS: usize = 8;
-    let mock = Mock::start();
-    let proxy = start(
-        &format!(
-            r#"  - {{name: a, endpoint: "{}", custom_model_id: m, target_model_id: chat-slow}}"#,
-            mock.url()
-        ),
-        "",
-    );
-    let stream = chat_request(r#"{"model":"m","stream":true,"messages":[]}"#, "");
-    let barrier = std::sync::Barrier::new(CLIENTS);
-    std::thread::scope(|s| {
-        for _ in 0..CLIENTS {
-            s.spawn(|| {
-                barrier.wait();
-                let reply = roundtrip(proxy.port, &proxy.ca_path(), &stream);
-                assert!(reply.text().contains("[DONE]"));
-            });
-        }
-    });
+    let (mock, proxy) = one_backend("chat-slow");
+    streams_at_once(&proxy, CLIENTS);
     assert_eq!(mock.open(), CLIENTS, "a stream's connection was not kept");
     // Four seconds quiet, and the workers' next idle turn (5 s after their first).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -131,14 +125,7 @@ fn a_burst_s_surplus_backend_connections_close_after_a_quiet_spell() {
 /// kept backend connection to the others.
 #[test]
 fn requests_one_at_a_time_reuse_one_backend_connection_whichever_worker_serves_them() {
-    let mock = Mock::start();
-    let proxy = start(
-        &format!(
-            r#"  - {{name: a, endpoint: "{}", custom_model_id: m, target_model_id: chat}}"#,
-            mock.url()
-        ),
-        "",
-    );
+    let (mock, proxy) = one_backend("chat");
     let request = chat_request(r#"{"model":"m","messages":[]}"#, "");
     for _ in 0..6 {
         let reply = roundtrip(proxy.port, &proxy.ca_path(), &request);
@@ -159,14 +146,7 @@ fn requests_one_at_a_time_reuse_one_backend_connection_whichever_worker_serves_t
 /// workers are woken most recent first, not in turn.
 #[test]
 fn a_tool_loop_on_one_connection_reuses_one_backend_connection() {
-    let mock = Mock::start();
-    let proxy = start(
-        &format!(
-            r#"  - {{name: a, endpoint: "{}", custom_model_id: m, target_model_id: chat}}"#,
-            mock.url()
-        ),
-        "",
-    );
+    let (mock, proxy) = one_backend("chat");
     let request = chat_request(r#"{"model":"m","messages":[]}"#, "");
     let mut reader = BufReader::new(crate::client::connect(proxy.port, &proxy.ca_path()));
     for _ in 0..6 {
