@@ -252,7 +252,7 @@ impl WorkQueue {
             if !released {
                 // Still in line meanwhile, in its place.
                 drop(state);
-                self.job.handler.idle();
+                self.idle();
                 released = true;
                 state = self.lock();
                 continue;
@@ -260,7 +260,7 @@ impl WorkQueue {
             // Idle for IDLE_RETIRE more: told again (what it kept ages meanwhile), then it
             // ends or stays. Still in line while told.
             drop(state);
-            self.job.handler.idle();
+            self.idle();
             state = self.lock();
             if waiter.claimed.load(Ordering::Relaxed) {
                 continue;
@@ -284,6 +284,14 @@ impl WorkQueue {
             drop(state);
             thread_cache::flush();
             state = self.lock();
+        }
+    }
+
+    /// Tells the handler this worker is idle. A panic there is caught as one while serving is:
+    /// a worker lost outside `catch_unwind` would still be counted in `State::total`.
+    fn idle(&self) {
+        if catch_unwind(AssertUnwindSafe(|| self.job.handler.idle())).is_err() {
+            error!("internal error: a panic in an idle worker's upkeep; the worker goes on");
         }
     }
 
@@ -741,6 +749,45 @@ mod tests {
             handler.idle.load(Ordering::SeqCst) >= MIN_WORKERS,
             "idle workers were not told so"
         );
+    }
+
+    /// Answers every request; panics whenever told it is idle.
+    struct PanicWhenIdle;
+
+    impl Handler for PanicWhenIdle {
+        fn handle(
+            &self,
+            _: Request<Vec<u8>>,
+            _: SocketAddr,
+            r: Responder<'_>,
+        ) -> io::Result<After> {
+            r.send(StatusCode::OK, Vec::new(), b"ok")
+        }
+
+        fn idle(&self) {
+            panic!("upkeep bug");
+        }
+    }
+
+    #[test]
+    fn a_panic_in_an_idle_worker_s_upkeep_loses_no_worker() {
+        let (server_tls, client_tls) = configs();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let Rig {
+            queue, settings, ..
+        } = &rig(MIN_WORKERS, Arc::new(PanicWhenIdle));
+        let open = Arc::new(AtomicUsize::new(0));
+        // Both workers are told they are idle (and panic) after RELEASE_AFTER.
+        std::thread::sleep(RELEASE_AFTER * 3);
+        for _ in 0..2 {
+            let client_tls = Arc::clone(&client_tls);
+            let client = std::thread::spawn(move || get(addr, client_tls));
+            queue.push(accept_ready(&listener, &server_tls, &open, settings));
+            let answer = client.join().unwrap();
+            assert!(answer.starts_with(b"HTTP/1.1 200"), "no worker answered");
+        }
+        assert_eq!(queue.workers(), MIN_WORKERS);
     }
 
     /// Accepts one connection, completes its handshake and receives its request, as the

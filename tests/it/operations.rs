@@ -286,7 +286,13 @@ fn mixed_load_with_failures_and_disconnects_leaks_no_threads_or_files() {
     // a second; the deadline leaves room for a loaded machine running the suite in parallel (a
     // 10 s one, waiting for exactly the starting counts, failed about once in ten suite runs).
     std::thread::sleep(Duration::from_secs(2));
-    let settled = |(threads, fds): (usize, usize)| threads == before.0 && fds <= before.1 + 2;
+    // Under wine the count includes wine's own helper threads (asynchronous I/O), which come
+    // and go: there, no more than before is what a leak would break.
+    let threads_back = |threads: usize| match crate::harness::windows() {
+        true => threads <= before.0,
+        false => threads == before.0,
+    };
+    let settled = |(threads, fds): (usize, usize)| threads_back(threads) && fds <= before.1 + 2;
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut settled_since = None;
     let after = loop {
@@ -302,7 +308,7 @@ fn mixed_load_with_failures_and_disconnects_leaks_no_threads_or_files() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(after.0, before.0, "threads: {before:?} -> {after:?}");
+    assert!(threads_back(after.0), "threads: {before:?} -> {after:?}");
     assert!(
         after.1 <= before.1 + 2,
         "open files: {before:?} -> {after:?}"
