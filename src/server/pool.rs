@@ -249,22 +249,16 @@ impl WorkQueue {
                 // Claimed, or a spurious wake-up (or a claim's late one): back to the top.
                 continue;
             }
-            if !released {
-                // Still in line meanwhile, in its place.
-                drop(state);
-                self.idle();
-                released = true;
-                state = self.lock();
-                continue;
-            }
-            // Idle for IDLE_RETIRE more: told again (what it kept ages meanwhile), then it
-            // ends or stays. Still in line while told.
+            // Told it is idle after RELEASE_AFTER, and again after each IDLE_RETIRE (what it
+            // kept ages meanwhile); still in line, in its place, while told.
             drop(state);
             self.idle();
             state = self.lock();
-            if waiter.claimed.load(Ordering::Relaxed) {
+            if !released || waiter.claimed.load(Ordering::Relaxed) {
+                released = true;
                 continue;
             }
+            // Idle for RELEASE_AFTER and IDLE_RETIRE: it ends, or stays as one of the few.
             if state.items.is_empty() && state.total > MIN_WORKERS {
                 state.leave(waiter);
                 state.total -= 1;
