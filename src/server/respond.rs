@@ -135,7 +135,6 @@ impl<'a> Responder<'a> {
         let response = build(status, headers, Some(body.len()), close);
         let mut send = self.reply.provide(response).map_err(proto)?;
         // Head and body go out in one write: one TLS record and one syscall for a small reply.
-        // Written straight into it, with no buffer in between to zero and copy out of.
         let mut wire = Vec::with_capacity(body.len() + HEAD_ROOM);
         write_head(&mut send, &mut wire)?;
         let cleanup = match send.proceed() {
@@ -339,31 +338,25 @@ pub fn raw_error(err: &ApiError) -> Vec<u8> {
     out
 }
 
-/// Appends the response head to `wire`, however long its header lines.
+/// Appends the response head to `wire`, however long its header lines: written straight into
+/// it, with no buffer in between to zero and copy out of.
 fn write_head(send: &mut Reply<SendResponse>, wire: &mut Vec<u8>) -> io::Result<()> {
     let mut room = HEAD_ROOM;
     while !send.is_finished() {
-        match write_into(wire, room, |out| send.write(out)) {
+        let start = wire.len();
+        wire.resize(start + room, 0);
+        let written = send.write(&mut wire[start..]);
+        wire.truncate(start + *written.as_ref().unwrap_or(&0));
+        match written {
             // A header line longer than the room (a backend's trace id, say). Not past the
             // limit on a request's head: a backend's head is no business of a larger one.
             Err(ureq_proto::Error::OutputOverflow) if room < super::MAX_HEAD_BYTES => room *= 4,
-            written => written.map_err(proto)?,
+            written => {
+                written.map_err(proto)?;
+            }
         }
     }
     Ok(())
-}
-
-/// Lets `write` fill up to `room` bytes at the end of `wire`; keeps what it wrote.
-fn write_into(
-    wire: &mut Vec<u8>,
-    room: usize,
-    write: impl FnOnce(&mut [u8]) -> Result<usize, ureq_proto::Error>,
-) -> Result<(), ureq_proto::Error> {
-    let start = wire.len();
-    wire.resize(start + room, 0);
-    let written = write(&mut wire[start..]);
-    wire.truncate(start + *written.as_ref().unwrap_or(&0));
-    written.map(drop)
 }
 
 fn proto(e: ureq_proto::Error) -> io::Error {
