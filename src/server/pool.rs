@@ -641,13 +641,63 @@ mod tests {
         }
     }
 
-    /// A queue of `workers` in front of `handler`, and what it needs kept alive: a poller that
-    /// never runs, and the channel that parked connections would go back to it through.
+    /// A queue of `workers` in front of `handler`, the listener its clients connect to (accepted
+    /// as the parking loop would), and what it needs kept alive: a poller that never runs, and
+    /// the channel that parked connections would go back to it through.
     struct Rig {
         queue: Arc<WorkQueue>,
         settings: Settings,
+        listener: TcpListener,
+        server_tls: Arc<rustls::ServerConfig>,
+        client_tls: Arc<ClientConfig>,
+        /// Connection slots taken (`server.max_connections`).
+        open: Arc<AtomicUsize>,
         _poll: mio::Poll,
         _parked: std::sync::mpsc::Receiver<Conn>,
+    }
+
+    impl Rig {
+        /// One `GET` from a client on a new connection, through the queue; the whole answer.
+        fn get(&self) -> Vec<u8> {
+            let addr = self.listener.local_addr().unwrap();
+            let client_tls = Arc::clone(&self.client_tls);
+            let client = std::thread::spawn(move || get(addr, client_tls));
+            self.queue.push(self.accept_ready());
+            client.join().unwrap()
+        }
+
+        /// Accepts one connection, completes its handshake and receives its request, as the
+        /// parking loop would, and returns it ready for a worker.
+        fn accept_ready(&self) -> Conn {
+            let (mut sock, peer) = self.listener.accept().unwrap();
+            let mut server = ServerConnection::new(Arc::clone(&self.server_tls)).unwrap();
+            let mut buf = Vec::new();
+            while server.is_handshaking() || !buf.ends_with(b"\r\n\r\n") {
+                server.complete_io(&mut sock).unwrap();
+                let mut tmp = [0u8; 1024];
+                if let Ok(n) = server.reader().read(&mut tmp) {
+                    buf.extend_from_slice(&tmp[..n]);
+                }
+            }
+            let settings = &self.settings;
+            let client = settings.clients.connect(peer.ip()).unwrap();
+            let mut conn = Conn::new(
+                sock,
+                Some(Box::new(server)),
+                peer,
+                (Slot::take(&self.open, 10).unwrap(), client),
+            );
+            conn.buf = buf;
+            let limits = Limits {
+                max_body: settings.max_body_bytes,
+                budget: &settings.body_budget,
+            };
+            let Step::Ready(complete) = conn.receive(limits) else {
+                panic!("request not complete")
+            };
+            conn.ready = Some(complete);
+            conn
+        }
     }
 
     fn rig(workers: usize, handler: Arc<dyn Handler>) -> Rig {
@@ -660,9 +710,14 @@ mod tests {
         let settings = settings(workers);
         let queue =
             WorkQueue::new(&settings, handler, returns, Arc::new(Lifecycle::default())).unwrap();
+        let (server_tls, client_tls) = configs();
         Rig {
             queue,
             settings,
+            listener: TcpListener::bind("127.0.0.1:0").unwrap(),
+            server_tls,
+            client_tls,
+            open: Arc::new(AtomicUsize::new(0)),
             _poll: poll,
             _parked: parked,
         }
@@ -707,14 +762,9 @@ mod tests {
 
     #[test]
     fn the_worker_idle_the_shortest_time_serves_next_and_an_idle_one_is_told() {
-        let (server_tls, client_tls) = configs();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let handler = Arc::new(Named::default());
-        let Rig {
-            queue, settings, ..
-        } = &rig(4, Arc::clone(&handler) as Arc<dyn Handler>);
-        let open = Arc::new(AtomicUsize::new(0));
+        let rig = rig(4, Arc::clone(&handler) as Arc<dyn Handler>);
+        let queue = &rig.queue;
         // Until both workers kept warm are in line (idle), as they are before each request.
         let all_idle = || {
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -725,10 +775,7 @@ mod tests {
         let mut served_by = Vec::new();
         for _ in 0..4 {
             all_idle();
-            let client_tls = Arc::clone(&client_tls);
-            let client = std::thread::spawn(move || get(addr, client_tls));
-            queue.push(accept_ready(&listener, &server_tls, &open, settings));
-            let answer = String::from_utf8(client.join().unwrap()).unwrap();
+            let answer = String::from_utf8(rig.get()).unwrap();
             served_by.push(answer.rsplit("\r\n").next().unwrap_or("").to_owned());
         }
         assert!(
@@ -765,79 +812,21 @@ mod tests {
 
     #[test]
     fn a_panic_in_an_idle_worker_s_upkeep_loses_no_worker() {
-        let (server_tls, client_tls) = configs();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let Rig {
-            queue, settings, ..
-        } = &rig(MIN_WORKERS, Arc::new(PanicWhenIdle));
-        let open = Arc::new(AtomicUsize::new(0));
+        let rig = rig(MIN_WORKERS, Arc::new(PanicWhenIdle));
         // Both workers are told they are idle (and panic) after RELEASE_AFTER.
         std::thread::sleep(RELEASE_AFTER * 3);
         for _ in 0..2 {
-            let client_tls = Arc::clone(&client_tls);
-            let client = std::thread::spawn(move || get(addr, client_tls));
-            queue.push(accept_ready(&listener, &server_tls, &open, settings));
-            let answer = client.join().unwrap();
+            let answer = rig.get();
             assert!(answer.starts_with(b"HTTP/1.1 200"), "no worker answered");
         }
-        assert_eq!(queue.workers(), MIN_WORKERS);
-    }
-
-    /// Accepts one connection, completes its handshake and receives its request, as the
-    /// parking loop would, and returns it ready for a worker.
-    fn accept_ready(
-        listener: &TcpListener,
-        tls: &Arc<rustls::ServerConfig>,
-        open: &Arc<AtomicUsize>,
-        settings: &Settings,
-    ) -> Conn {
-        let (mut sock, peer) = listener.accept().unwrap();
-        let mut server = ServerConnection::new(Arc::clone(tls)).unwrap();
-        let mut buf = Vec::new();
-        while server.is_handshaking() || !buf.ends_with(b"\r\n\r\n") {
-            server.complete_io(&mut sock).unwrap();
-            let mut tmp = [0u8; 1024];
-            if let Ok(n) = server.reader().read(&mut tmp) {
-                buf.extend_from_slice(&tmp[..n]);
-            }
-        }
-        let client = settings.clients.connect(peer.ip()).unwrap();
-        let mut conn = Conn::new(
-            sock,
-            Some(Box::new(server)),
-            peer,
-            (Slot::take(open, 10).unwrap(), client),
-        );
-        conn.buf = buf;
-        let limits = Limits {
-            max_body: settings.max_body_bytes,
-            budget: &settings.body_budget,
-        };
-        let Step::Ready(complete) = conn.receive(limits) else {
-            panic!("request not complete")
-        };
-        conn.ready = Some(complete);
-        conn
+        assert_eq!(rig.queue.workers(), MIN_WORKERS);
     }
 
     #[test]
     fn a_panicking_request_drops_its_connection_and_the_worker_goes_on() {
-        let (server_tls, client_tls) = configs();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let Rig {
-            queue, settings, ..
-        } = &rig(1, Arc::new(PanicOnce(AtomicBool::new(false))));
-        let open = Arc::new(AtomicUsize::new(0));
-
-        let mut answers = Vec::new();
-        for _ in 0..2 {
-            let client_tls = Arc::clone(&client_tls);
-            let client = std::thread::spawn(move || get(addr, client_tls));
-            queue.push(accept_ready(&listener, &server_tls, &open, settings));
-            answers.push(client.join().unwrap());
-        }
+        let rig = rig(1, Arc::new(PanicOnce(AtomicBool::new(false))));
+        let (queue, open) = (&rig.queue, &rig.open);
+        let answers = [rig.get(), rig.get()];
         assert!(
             answers[0].is_empty(),
             "the panicking request gets no answer"
